@@ -1,0 +1,245 @@
+"""The architecture file (``"schema": "fasterseg.arch/1"``): a derived FasterSeg network as JSON.
+
+A network is a stem, ``b`` branches of sequential cells that start at downsample rate 8, and a
+head that aggregates the branches. Each cell names its operator, its input rate, its stride
+(2 = this cell downsamples) and its output expansion ratio chi: a feature at rate ``s`` with ratio
+``chi`` has ``s * chi`` channels (paper appendix I). The last cell of every branch outputs the
+head's ratio. Branches that begin with identical cells share them (computed once, one module);
+the file lists every branch in full so it reads on its own.
+
+Example (one branch, two cells)::
+
+    {"schema": "fasterseg.arch/1", "name": "tiny", "num_classes": 19,
+     "stem_ratio": 8, "head_ratio": 8,
+     "branches": [{"output_rate": 16, "cells": [
+        {"op": "conv", "rate": 8, "stride": 2, "ratio": 4},
+        {"op": "zoomed_conv", "rate": 16, "stride": 1, "ratio": 8}]}],
+     "provenance": {"source": "hand-written"}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fasterseg.config.search_space import OPERATORS
+from fasterseg.errors import UserError
+
+SCHEMA_ID = "fasterseg.arch/1"
+RATES = (8, 16, 32)
+
+
+class ArchError(UserError):
+    """An architecture file that does not follow the schema (names the offending field)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    op: str
+    rate: int  # input downsample rate
+    stride: int  # 1 keeps the rate, 2 halves the resolution
+    ratio: int  # output expansion ratio chi
+
+    @property
+    def out_rate(self) -> int:
+        return self.rate * self.stride
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_rate * self.ratio
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "rate": self.rate, "stride": self.stride, "ratio": self.ratio}
+
+
+@dataclass(frozen=True)
+class Branch:
+    output_rate: int
+    cells: tuple[Cell, ...]
+
+    def to_dict(self) -> dict:
+        return {"output_rate": self.output_rate, "cells": [c.to_dict() for c in self.cells]}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    num_classes: int
+    stem_ratio: int
+    head_ratio: int
+    branches: tuple[Branch, ...]
+    provenance: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def stem_channels(self) -> int:
+        return 8 * self.stem_ratio
+
+    def shared_prefix(self) -> int:
+        """Number of leading cells that all branches have in common (computed once)."""
+        if len(self.branches) < 2:
+            return len(self.branches[0].cells) if self.branches else 0
+        n = 0
+        for cells in zip(*(b.cells for b in self.branches)):
+            if any(c != cells[0] for c in cells[1:]):
+                break
+            n += 1
+        return n
+
+    def with_num_classes(self, num_classes: int) -> "Arch":
+        return Arch(self.name, num_classes, self.stem_ratio, self.head_ratio, self.branches,
+                    dict(self.provenance))
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA_ID,
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "stem_ratio": self.stem_ratio,
+            "head_ratio": self.head_ratio,
+            "branches": [b.to_dict() for b in self.branches],
+            "provenance": dict(self.provenance),
+        }
+
+    def to_json(self) -> str:
+        """Human-readable JSON: one line per cell."""
+        d = self.to_dict()
+        lines = ["{"]
+        for key in ("schema", "name", "num_classes", "stem_ratio", "head_ratio"):
+            lines.append(f"  {json.dumps(key)}: {json.dumps(d[key])},")
+        lines.append('  "branches": [')
+        for i, b in enumerate(d["branches"]):
+            lines.append(f'    {{"output_rate": {b["output_rate"]}, "cells": [')
+            cells = [f"      {json.dumps(c)}" for c in b["cells"]]
+            lines.append(",\n".join(cells))
+            lines.append("    ]}" + ("," if i < len(d["branches"]) - 1 else ""))
+        lines.append("  ],")
+        lines.append(f'  "provenance": {json.dumps(d["provenance"], sort_keys=True)}')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        from fasterseg.utils.io import write_text
+
+        return write_text(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Arch":
+        return _parse(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Arch":
+        return load_arch(path)
+
+
+def _int(d: dict, key: str, where: str, minimum: int = 1) -> int:
+    if key not in d:
+        raise ArchError(f"architecture: missing field {where}{key}")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ArchError(f"architecture: {where}{key} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _parse(d: Any) -> Arch:
+    if not isinstance(d, dict):
+        raise ArchError("architecture: the file must contain a JSON object")
+    schema = d.get("schema")
+    if schema is None:
+        raise ArchError(f"architecture: missing field schema (expected {SCHEMA_ID!r})")
+    if schema != SCHEMA_ID:
+        raise ArchError(f"architecture: unsupported schema {schema!r} (this version reads {SCHEMA_ID!r})")
+    known = {"schema", "name", "num_classes", "stem_ratio", "head_ratio", "branches", "provenance"}
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ArchError(f"architecture: unknown field {extra[0]} (fields: {', '.join(sorted(known))})")
+    name = d.get("name", "custom")
+    if not isinstance(name, str) or not name:
+        raise ArchError(f"architecture: name must be a non-empty string, got {name!r}")
+    num_classes = _int(d, "num_classes", "")
+    stem_ratio = _int(d, "stem_ratio", "")
+    head_ratio = _int(d, "head_ratio", "")
+    provenance = d.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ArchError("architecture: provenance must be an object")
+    raw_branches = d.get("branches")
+    if not isinstance(raw_branches, list) or not raw_branches:
+        raise ArchError("architecture: branches must be a non-empty list")
+    if len(raw_branches) > len(RATES):
+        raise ArchError(f"architecture: at most {len(RATES)} branches, got {len(raw_branches)}")
+    branches = []
+    for bi, rb in enumerate(raw_branches):
+        where = f"branches[{bi}]."
+        if not isinstance(rb, dict):
+            raise ArchError(f"architecture: {where[:-1]} must be an object")
+        extra = sorted(set(rb) - {"output_rate", "cells"})
+        if extra:
+            raise ArchError(f"architecture: unknown field {where}{extra[0]}")
+        out_rate = _int(rb, "output_rate", where)
+        if out_rate not in RATES:
+            raise ArchError(f"architecture: {where}output_rate must be one of {RATES}, got {out_rate}")
+        raw_cells = rb.get("cells")
+        if not isinstance(raw_cells, list) or not raw_cells:
+            raise ArchError(f"architecture: {where}cells must be a non-empty list")
+        cells = []
+        rate = 8
+        for ci, rc in enumerate(raw_cells):
+            cw = f"{where}cells[{ci}]."
+            if not isinstance(rc, dict):
+                raise ArchError(f"architecture: {cw[:-1]} must be an object")
+            extra = sorted(set(rc) - {"op", "rate", "stride", "ratio"})
+            if extra:
+                raise ArchError(f"architecture: unknown field {cw}{extra[0]}")
+            op = rc.get("op")
+            if op not in OPERATORS:
+                raise ArchError(f"architecture: {cw}op must be one of {', '.join(OPERATORS)}, got {op!r}")
+            cell_rate = _int(rc, "rate", cw)
+            if cell_rate != rate:
+                raise ArchError(
+                    f"architecture: {cw}rate is {cell_rate} but the previous cell outputs rate {rate}"
+                )
+            stride = _int(rc, "stride", cw)
+            if stride not in (1, 2):
+                raise ArchError(f"architecture: {cw}stride must be 1 or 2, got {stride}")
+            ratio = _int(rc, "ratio", cw)
+            cell = Cell(op, cell_rate, stride, ratio)
+            if cell.out_rate > RATES[-1]:
+                raise ArchError(f"architecture: {cw}stride 2 would go beyond rate {RATES[-1]}")
+            if op == "skip" and stride == 2 and cell.out_channels % 2:
+                raise ArchError(f"architecture: {cw}a stride-2 skip needs an even channel count")
+            cells.append(cell)
+            rate = cell.out_rate
+        if rate != out_rate:
+            raise ArchError(f"architecture: {where}output_rate is {out_rate} but its cells end at rate {rate}")
+        if cells[-1].ratio != head_ratio:
+            raise ArchError(
+                f"architecture: {where}cells[{len(cells) - 1}].ratio must equal head_ratio "
+                f"({head_ratio}): the last cell feeds the head"
+            )
+        branches.append(Branch(out_rate, tuple(cells)))
+    rates = [b.output_rate for b in branches]
+    if len(set(rates)) != len(rates):
+        raise ArchError(f"architecture: branches must have distinct output rates, got {rates}")
+    return Arch(name, num_classes, stem_ratio, head_ratio, tuple(branches), provenance)
+
+
+def load_arch(path: str | Path) -> Arch:
+    """Load and validate an architecture JSON file (errors name the bad field)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"architecture file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ArchError(f"architecture: {p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    try:
+        return _parse(data)
+    except ArchError as e:
+        raise ArchError(f"{p}: {e}") from None
+
+
+def published_arch_path(name: str) -> Path:
+    """Path of a shipped architecture file (package data)."""
+    return Path(str(resources.files("fasterseg.arch") / "published" / f"{name}.json"))

@@ -1,0 +1,69 @@
+"""Helpers shared by CLI commands: sizes, devices, JSON output, model resolution."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from typing import Any
+
+from fasterseg.errors import UserError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``1024x2048``) into ``(H, W)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 1024x2048 (got {text!r})")
+    h, w = int(m.group(1)), int(m.group(2))
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive (got {text!r})")
+    return h, w
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument("--device", default=default, help=f"torch device, e.g. cpu, cuda, cuda:1 (default {default})")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def resolve_device(name: str):
+    """Return a ``torch.device``; a CUDA request without CUDA is a user error, not a crash."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device 'mps' requested but MPS is not available")
+    return dev
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: dict) -> None:
+    """Print ``obj`` as a single JSON line (NaN/inf become null so any parser accepts it)."""
+    sys.stdout.flush()
+    print(json.dumps(_finite(obj), default=str), flush=True)
+
+
+def format_count(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {suffix}{unit}"
+    return f"{n:.0f} {unit}".strip()

@@ -1,0 +1,1 @@
+"""Deployment exports (ONNX)."""
