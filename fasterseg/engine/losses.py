@@ -1,0 +1,118 @@
+"""Training losses: OHEM cross-entropy, deep supervision and knowledge distillation.
+
+OHEM follows the official ``ProbOhemCrossEntropy2d`` semantics (threshold on the probability of
+the true class, at least ``min_kept`` hardest pixels, ignore label excluded); the distillation term
+is the paper's eq. 4 (KL per pixel, averaged over pixels) with the official averaging over classes
+as an option.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+KDReduction = Literal["pixel", "official"]
+
+
+def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
+    """A zero that still has a graph to the logits, so ``backward()`` works on all-ignore batches."""
+    return logits.sum() * 0.0
+
+
+class OhemCrossEntropy:
+    """Online hard example mining cross-entropy (callable ``(logits, labels) -> scalar``).
+
+    Pixels whose true-class probability is at most ``thresh`` are kept; if fewer than
+    ``min_kept = int(min_kept_ratio * B*H*W)`` pixels qualify, the threshold rises to the
+    ``min_kept``-th smallest probability. If there are fewer valid pixels than ``min_kept``, all
+    valid pixels are used. Logits [B,C,H,W] must already be at the labels' resolution [B,H,W].
+    A batch with no valid pixel returns a zero loss that still backpropagates.
+    """
+
+    def __init__(self, thresh: float = 0.7, min_kept_ratio: float = 1 / 16, ignore_index: int = 255):
+        self.thresh = float(thresh)
+        self.min_kept_ratio = float(min_kept_ratio)
+        self.ignore_index = ignore_index
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-2:] != labels.shape[-2:]:
+            raise ValueError(
+                f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in size; "
+                "resize the logits first"
+            )
+        b, c, h, w = logits.shape
+        logp = F.log_softmax(logits.float(), dim=1)
+        target = labels.long()
+        valid = (target != self.ignore_index) & (target >= 0) & (target < c)
+        num_valid = int(valid.sum())
+        if num_valid == 0:
+            return _zero_loss(logits)
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)  # [B,H,W]
+        min_kept = int(self.min_kept_ratio * b * h * w)
+        keep = valid
+        if 0 < min_kept <= num_valid:
+            prob = torch.exp(-nll.detach())[valid]
+            kth = torch.kthvalue(prob, min(min_kept, prob.numel())).values
+            threshold = torch.maximum(kth, torch.tensor(self.thresh, device=kth.device))
+            keep = valid & (torch.exp(-nll.detach()) <= threshold)
+        elif min_kept <= 0:
+            keep = valid & (torch.exp(-nll.detach()) <= self.thresh)
+        n = keep.sum()
+        if int(n) == 0:
+            return _zero_loss(logits)
+        return (nll * keep).sum() / n
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: KDReduction = "pixel"
+) -> torch.Tensor:
+    """KL(teacher || student) of the per-pixel class distributions (no temperature).
+
+    ``pixel`` (paper eq. 4): KL summed over classes, averaged over the B*H*W pixels.
+    ``official``: the authors' ``KLDivLoss`` mean over all B*C*H*W elements (= pixel / C).
+    Always >= 0 and exactly 0 for identical logits. The teacher side carries no gradient.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} "
+            "logits differ in shape"
+        )
+    log_s = F.log_softmax(student_logits.float(), dim=1)
+    log_t = F.log_softmax(teacher_logits.detach().float(), dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)  # [B,H,W]
+    if reduction == "pixel":
+        return kl.mean()
+    if reduction == "official":
+        return kl.mean() / student_logits.shape[1]
+    raise ValueError(f"kd reduction must be 'pixel' or 'official', got {reduction!r}")
+
+
+class SegLoss:
+    """Deep-supervision loss: OHEM(main) + ``aux_weight`` x OHEM(each auxiliary head).
+
+    Accepts a tensor or the train-mode tuple ``(main, *aux)``; outputs at another resolution than
+    the labels are bilinearly resized first. Returns (total, parts) with ``parts`` detached floats
+    for logging.
+    """
+
+    def __init__(self, ohem: OhemCrossEntropy, aux_weight: float = 0.2):
+        self.ohem = ohem
+        self.aux_weight = float(aux_weight)
+
+    def __call__(
+        self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        parts: dict[str, torch.Tensor] = {}
+        total = None
+        for i, o in enumerate(outs):
+            if o.shape[-2:] != labels.shape[-2:]:
+                o = F.interpolate(o, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            loss = self.ohem(o, labels)
+            parts["main" if i == 0 else f"aux{i}"] = loss.detach()
+            weighted = loss if i == 0 else self.aux_weight * loss
+            total = weighted if total is None else total + weighted
+        return total, parts

@@ -1,0 +1,390 @@
+"""The training loop of the train stage: one readable function, ``train(cfg, run_dir, ...)``.
+
+What it does, in order: join torchrun's process group (if any), seed, build data and model (or
+restore both from ``last.pt``), estimate the cost after a few steps, then loop epochs x iterations
+with OHEM + aux + (optional) KD losses, saving ``last.pt`` every epoch / ``save_every`` steps,
+validating every ``eval_every`` epochs into ``best.pt``. Ctrl-C saves before leaving; a NaN/inf
+loss stops without touching the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fasterseg.config.core import to_dict
+from fasterseg.config.train import TrainRunConfig
+from fasterseg.engine import checkpoint as ckpt_io
+from fasterseg.engine import distributed as D
+from fasterseg.engine import rundir
+from fasterseg.engine.cost import CostMeter, peak_memory_mb
+from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
+from fasterseg.engine.seed import seed_everything, set_deterministic
+from fasterseg.errors import UserError
+from fasterseg.utils.io import write_json
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/inf: the run stops, the last good checkpoint stays as it was."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: nn.Module  # unwrapped (no DDP), on the training device
+    epoch: int  # completed epochs
+    step: int  # optimiser steps done
+    last_loss: float | None
+    best: dict | None  # {"name", "value", "epoch", "step"} of best.pt
+    last_eval: dict | None = None
+    cost: dict | None = None
+    world_size: int = 1
+    interrupted: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _amp_context(amp: str, device: torch.device):
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _check_amp(amp: str, device: torch.device) -> None:
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
+
+
+def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
+    """Frozen teacher in eval mode, its architecture rebuilt from the checkpoint's arch dict."""
+    teacher, info = ckpt_io.load_model(path, num_classes=num_classes, device=device)
+    if info["source"] != "checkpoint":
+        raise UserError(f"--teacher needs a trained checkpoint (.pt), got {path!r}")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
+
+
+def _lr_at(cfg_train, epoch: int) -> float:
+    return cfg_train.lr * cfg_train.lr_decay**epoch
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _eval_due(cfg_train, epoch_done: int) -> bool:
+    """Validate after epoch 1, every ``eval_every`` epochs and after the last one."""
+    every = cfg_train.eval_every
+    if every <= 0:
+        return False
+    return epoch_done == 1 or epoch_done % every == 0 or epoch_done == cfg_train.epochs
+
+
+# ------------------------------------------------------------------------------------ the loop
+def train(
+    cfg: TrainRunConfig,
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``cfg.train.arch`` on ``cfg.data`` into ``run_dir`` (resuming from its last.pt).
+
+    Raises ``UserError`` for bad inputs, ``TrainingDiverged`` on NaN/inf loss and re-raises
+    ``KeyboardInterrupt`` after saving ``last.pt``.
+    """
+    from tqdm import tqdm
+
+    from fasterseg.data import build_dataset, build_train_loader
+    from fasterseg.models import build_model, create_model
+
+    tc = cfg.train
+    run_dir = Path(run_dir)
+    info = D.init_from_env(device)
+    device = info.device
+    _check_amp(tc.amp, device)
+    try:
+        if tc.deterministic:
+            set_deterministic(True)
+        seed_everything(tc.seed)  # same seed on every rank: identical initial weights
+
+        state: dict[str, Any] | None = None
+        if resume:
+            last = run_dir / "last.pt"
+            if not last.is_file():
+                raise UserError(f"nothing to resume: {last} does not exist")
+            state = ckpt_io.load_checkpoint(last)
+
+        ds_train = build_dataset(cfg.data, cfg.data.train_split, train=True)
+        label_set = ds_train.label_set
+        num_classes = cfg.data.num_classes or label_set.num_classes
+        if num_classes != len(label_set.class_names):
+            logger.warning("data.num_classes=%d but the label set %s has %d classes",
+                           num_classes, label_set.name, len(label_set.class_names))
+        ds_val = build_dataset(cfg.data, cfg.data.val_split, train=False) if tc.eval_every else None
+
+        if state is not None:
+            model = build_model(state["arch"], num_classes=int(state["num_classes"]))
+            model.load_state_dict(state["model"])
+            if int(state["num_classes"]) != num_classes:
+                raise UserError(f"{run_dir}/last.pt has {state['num_classes']} classes, data has {num_classes}")
+        else:
+            model = create_model(tc.arch, num_classes=num_classes)
+        model.to(device)
+        if tc.channels_last:
+            model.to(memory_format=torch.channels_last)
+        arch_dict = ckpt_io.arch_to_dict(model.arch)
+        teacher = load_teacher(tc.teacher, num_classes, device, tc.channels_last) if tc.teacher else None
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
+                                    weight_decay=tc.weight_decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+        start_epoch, start_iter, step = 0, 0, 0
+        best: dict | None = None
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
+            step, best = int(state["step"]), state.get("best")
+            ckpt_io.restore_rng_state(state["rng"])
+            logger.info("resuming from %s: epoch %d, iteration %d, step %d", run_dir / "last.pt",
+                        start_epoch + 1, start_iter, step)
+        del state
+
+        net: nn.Module = model
+        if info.enabled:
+            if tc.sync_bn and device.type == "cuda":
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+
+        criterion = SegLoss(OhemCrossEntropy(tc.ohem_thresh, tc.ohem_min_kept_ratio,
+                                             getattr(label_set, "ignore_index", 255)), tc.aux_weight)
+        label_dict = ckpt_io.label_set_to_dict(label_set)
+        config_dict = to_dict(cfg)
+
+        history: list[dict] = []
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run_dir, config_dict)
+            rundir.write_env(run_dir, device, {"world_size": info.world_size,
+                                               "deterministic": tc.deterministic})
+            if resume:
+                records = rundir.truncate_metrics(run_dir, step)
+                history = [r for r in records if r.get("type") == "epoch"]
+        logger.info("batch %d per process x %d process(es) x %d accumulation = %d images per step",
+                    tc.batch_size, info.world_size, tc.accumulate,
+                    tc.batch_size * info.world_size * tc.accumulate)
+
+        pos = {"epoch": start_epoch, "iter": start_iter, "step": step}
+        rng_at_pos = ckpt_io.capture_rng_state()
+
+        def save(name: str, metric: dict | None = None) -> Path | None:
+            if not info.is_main:
+                return None
+            return ckpt_io.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "arch": arch_dict,
+                    "num_classes": num_classes,
+                    "label_set": label_dict,
+                    "class_names": label_dict["class_names"],
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": {"type": "exponential_per_epoch", "lr": tc.lr,
+                                 "decay": tc.lr_decay, "current_lr": _lr_at(tc, pos["epoch"])},
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": pos["epoch"], "iter_in_epoch": pos["iter"], "step": pos["step"],
+                    "data_position": {"seed": tc.seed, "epoch": pos["epoch"],
+                                      "start_iter": pos["iter"] * tc.accumulate},
+                    "rng": rng_at_pos,
+                    "best": best,
+                    "metric": metric,
+                    "config": config_dict,
+                },
+                run_dir / name,
+            )
+
+        total_iters = tc.epochs * tc.iters_per_epoch
+        done_iters = start_epoch * tc.iters_per_epoch + start_iter
+        meter = CostMeter(tc.iters_per_epoch, total_iters, done_iters, warmup=tc.cost_warmup,
+                          measure=tc.cost_measure, device=device)
+        cost: dict | None = None
+        last_loss: float | None = None
+        last_eval: dict | None = None
+        disable_bar = (not sys.stderr.isatty()) if progress is None else not progress
+        disable_bar = disable_bar or not info.is_main
+        nonfinite = torch.zeros(1, device=device)
+        meter.start()
+        try:
+            for epoch in range(start_epoch, tc.epochs):
+                lr = _lr_at(tc, epoch)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                first = start_iter if epoch == start_epoch else 0
+                loader = build_train_loader(
+                    ds_train, tc.batch_size, tc.iters_per_epoch * tc.accumulate, seed=tc.seed,
+                    epoch=epoch, start_iter=first * tc.accumulate, workers=cfg.data.workers,
+                    distributed=info.enabled)
+                batches = iter(loader)
+                net.train()
+                t_epoch = time.perf_counter()
+                loss_sum, loss_n = 0.0, 0
+                bar = tqdm(total=tc.iters_per_epoch, initial=first, disable=disable_bar,
+                           desc=f"epoch {epoch + 1}/{tc.epochs}", dynamic_ncols=True, leave=False)
+                for it in range(first, tc.iters_per_epoch):
+                    parts_acc: dict[str, float] = {}
+                    step_loss = 0.0
+                    for micro in range(tc.accumulate):
+                        batch = next(batches)
+                        x = batch["image"].to(device, non_blocking=True)
+                        y = batch["label"].to(device, non_blocking=True)
+                        if tc.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        sync = micro == tc.accumulate - 1 or not info.enabled
+                        ctx = contextlib.nullcontext() if sync else net.no_sync()
+                        with ctx:
+                            with _amp_context(tc.amp, device):
+                                outputs = net(x)
+                                loss, parts = criterion(outputs, y)
+                                if teacher is not None:
+                                    with torch.no_grad():
+                                        t_logits = teacher(x)
+                                    main = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+                                    kd = kd_loss(main, t_logits, tc.kd_reduction)
+                                    parts["kd"] = kd.detach()
+                                    loss = loss + tc.kd_weight * kd
+                            nonfinite.fill_(0.0 if torch.isfinite(loss.detach()) else 1.0)
+                            D.all_reduce_max(nonfinite)
+                            if nonfinite.item():
+                                raise TrainingDiverged(_diverged_message(run_dir, epoch, it, pos["step"], loss, lr))
+                            scaler.scale(loss / tc.accumulate).backward()
+                        step_loss += float(loss.detach()) / tc.accumulate
+                        for k, v in parts.items():
+                            parts_acc[k] = parts_acc.get(k, 0.0) + float(v) / tc.accumulate
+                    if tc.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+
+                    pos.update(epoch=epoch, iter=it + 1, step=pos["step"] + 1)
+                    rng_at_pos = ckpt_io.capture_rng_state()
+                    last_loss = step_loss
+                    loss_sum += step_loss
+                    loss_n += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+                    est = meter.tick()
+                    if est is not None:
+                        cost = est.to_dict()
+                        if info.is_main:
+                            logger.info("%s", est.describe())
+                            rundir.append_metrics(run_dir, {"type": "cost", "step": pos["step"], **cost})
+                    if info.is_main and tc.log_every and pos["step"] % tc.log_every == 0:
+                        rundir.append_metrics(run_dir, {"type": "iter", "epoch": epoch + 1, "iter": it + 1,
+                                                        "step": pos["step"], "lr": lr, "loss": step_loss,
+                                                        **{f"loss_{k}": v for k, v in parts_acc.items()}})
+                    if tc.save_every and pos["step"] % tc.save_every == 0 and it + 1 < tc.iters_per_epoch:
+                        save("last.pt")
+                bar.close()
+
+                # ---- end of epoch: position moves to the start of the next epoch
+                pos.update(epoch=epoch + 1, iter=0)
+                train_loss = _global_mean(loss_sum, loss_n, device)
+                record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "step": pos["step"],
+                                          "lr": lr, "train_loss": train_loss,
+                                          "epoch_seconds": time.perf_counter() - t_epoch,
+                                          "peak_memory_mb": peak_memory_mb(device)}
+                metric = None
+                if ds_val is not None and _eval_due(tc, epoch + 1):
+                    last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info)
+                    record.update(val_miou=last_eval["miou"], val_aacc=last_eval["aacc"],
+                                  val_macc=last_eval["macc"], val_images=last_eval["images"])
+                    metric = {"name": "val_miou", "value": last_eval["miou"], "epoch": epoch + 1,
+                              "step": pos["step"]}
+                elif ds_val is None:
+                    metric = {"name": "train_loss", "value": train_loss, "epoch": epoch + 1,
+                              "step": pos["step"]}
+                improved = metric is not None and _better(metric, best)
+                if improved:
+                    best = metric
+                if info.is_main:
+                    save("last.pt")
+                    if improved:
+                        save("best.pt", metric)
+                        write_json(run_dir / "best.json", best)
+                    history.append(record)
+                    rundir.append_metrics(run_dir, record)
+                    rundir.write_summary(run_dir, [{k: v for k, v in r.items() if k != "type"} for r in history])
+                    logger.info("epoch %d/%d  loss %.4f  lr %.2e%s", epoch + 1, tc.epochs, train_loss, lr,
+                                f"  val mIoU {100 * last_eval['miou']:.2f}" if "val_miou" in record else "")
+                D.barrier()
+        except KeyboardInterrupt:
+            if info.is_main:
+                path = save("last.pt")
+                logger.warning("interrupted: saved %s (epoch %d, iteration %d, step %d)", path,
+                               pos["epoch"] + 1, pos["iter"], pos["step"])
+            raise
+        return TrainResult(run_dir=run_dir, model=model, epoch=pos["epoch"], step=pos["step"],
+                           last_loss=last_loss, best=best, last_eval=last_eval, cost=cost,
+                           world_size=info.world_size, history=history)
+    finally:
+        D.cleanup(info)
+
+
+def _diverged_message(run_dir: Path, epoch: int, it: int, step: int, loss: torch.Tensor, lr: float) -> str:
+    last = run_dir / "last.pt"
+    kept = f"last good checkpoint kept: {last}" if last.is_file() else "no checkpoint was saved yet"
+    return (f"loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {it + 1} (after "
+            f"{step} steps, lr {lr:.3g}); training stopped, {kept}. Try a lower train.lr, "
+            "train.grad_clip or train.amp=off")
+
+
+def _global_mean(total: float, n: int, device: torch.device) -> float:
+    t = torch.tensor([total, float(n)], dtype=torch.float64, device=device)
+    D.all_reduce_sum(t)
+    return float(t[0] / t[1]) if t[1] > 0 else math.nan
+
+
+def _better(metric: dict, best: dict | None) -> bool:
+    v = metric["value"]
+    if v is None or v != v:
+        return best is None
+    if best is None or best.get("value") is None or best["value"] != best["value"]:
+        return True
+    if best.get("name") != metric["name"]:
+        return True
+    return v < best["value"] if metric["name"].endswith("loss") else v > best["value"]
+
+
+def _validate(model: nn.Module, ds_val, cfg: TrainRunConfig, num_classes: int, label_dict: dict,
+              device: torch.device, info: D.DistInfo) -> dict:
+    from fasterseg.data import build_eval_loader
+    from fasterseg.evaluation import evaluate
+
+    loader = build_eval_loader(ds_val, workers=cfg.data.workers, distributed=info.enabled)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    m = evaluate(model, loader, num_classes=num_classes, device=device,
+                 ignore_index=label_dict["ignore_index"], class_names=label_dict["class_names"],
+                 max_images=cfg.train.eval_max_images, amp_dtype=amp)
+    m.pop("confusion", None)
+    return m
