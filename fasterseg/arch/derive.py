@@ -1,0 +1,486 @@
+"""Derive discrete teacher and student architectures from searched parameters (paper 3.4, app. B).
+
+Rules (the paper's, without the authors' bugs; ``compat="official"`` reproduces those instead,
+see :mod:`fasterseg.arch.official`):
+
+* **operators**: argmax of alpha per cell on the path (the teacher never uses skip);
+* **expansion ratios**: argmax of gamma per feature (teacher: the widest ratio everywhere); the
+  last cell of a branch outputs the head ratio;
+* **downsample positions** from beta, matching the supernet wiring (beta[j] row r <-> layer
+  r + j + 1, column 0 = input from the down op of scale j - 1): a branch ending at scale J picks
+  the layers l_1 < ... < l_J where it first reaches scale j by maximising the joint probability
+  prod_j beta0[j](l_j) (paper footnote 2). Cells (j, j) have a single input and no beta, so they
+  cannot be a chosen transition;
+* **shallower nets**: stride-1 skips are removed (with their output width). Skips at downsample
+  positions are replaced by the next-best operator, every maximal run of stride-1 cells at one
+  rate keeps at least one real operator (its least likely skip is replaced), and at most
+  ``L - min_len`` skips go (the most likely ones; ``min_len`` defaults to round(L/3) + 2J);
+* **branch choice**: among the b-subsets of rates with a supernet score, maximise
+  ``ACC x (LAT / T) ** w`` (MnasNet; w = -0.07 below and above T). LAT is the discrete latency of
+  the candidate from a latency table or, without one, a MAC-count proxy;
+* branches that begin with identical cells share them; that is implicit in the ``Arch`` format,
+  so every branch is emitted in full.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from fasterseg.arch.archparams import combo_key, space_from_params, validate_archparams
+from fasterseg.arch.schema import Arch, Branch, Cell
+from fasterseg.config.search_space import SearchSpaceConfig
+from fasterseg.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["teacher", "student"]
+PAPER_TARGET_MS = 8.3  # paper appendix B, 1080Ti + TensorRT
+PUBLISHED_STUDENT_MS = 6.26  # the authors' LUT latency of the published student on that device
+
+
+@dataclass(frozen=True)
+class DeriveRules:
+    """Parameters of the derivation (recorded in every derived file's provenance)."""
+
+    w_below: float = -0.07  # MnasNet exponent when LAT <= T (paper alpha)
+    w_above: float = -0.07  # ... when LAT > T (paper beta)
+    min_len: int | None = None  # None: round(L / 3) + 2 * (index of the branch's last scale)
+    teacher_branches: Literal["own", "student"] = "own"  # teacher's branch set: own scores or the student's
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers on lists/arrays (tensors are accepted everywhere).
+
+
+def as_array(x: Any) -> np.ndarray:
+    """A tensor / nested list -> float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def softmax(x: Any, axis: int = -1) -> np.ndarray:
+    a = as_array(x)
+    a = a - np.max(a, axis=axis, keepdims=True)
+    e = np.exp(a)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def default_min_len(num_layers: int, last_scale: int) -> int:
+    return min(num_layers, round(num_layers / 3) + 2 * last_scale)
+
+
+def transition_layers(betas: Sequence[Any], last_scale: int, num_layers: int) -> tuple[int, ...]:
+    """Layers ``l_1 < ... < l_J`` where the branch first reaches scales 1..J (``J = last_scale``).
+
+    Maximises ``prod_j softmax(beta[j])[l_j - j - 1, 0]``; ties go to the earliest positions.
+    ``betas[j]`` are raw logits ``[L - j - 1, 2]`` (``betas[0]`` is ignored).
+    """
+    if last_scale == 0:
+        return ()
+    probs = {j: softmax(betas[j])[:, 0] for j in range(1, last_scale + 1)}
+    best, best_layers = -1.0, None
+    for layers in itertools.combinations(range(2, num_layers), last_scale):
+        if any(layer < j + 2 for j, layer in enumerate(layers)):  # l_j >= j + 1 (1-based j)
+            continue
+        p = 1.0
+        for j, layer in enumerate(layers, start=1):
+            p *= probs[j][layer - j - 1]
+        if p > best:
+            best, best_layers = p, layers
+    if best_layers is None:
+        raise UserError(f"{num_layers} layers are too few to reach scale {last_scale}")
+    return best_layers
+
+
+def path_from_transitions(transitions: Sequence[int], num_layers: int) -> list[int]:
+    """Scale index of every layer's cell (its input scale)."""
+    return [sum(1 for t in transitions if t <= layer) for layer in range(num_layers)]
+
+
+def derive_path(betas: Sequence[Any], last_scale: int, num_layers: int) -> list[int]:
+    """Per-layer scale index of the branch ending at ``last_scale`` (see module docstring)."""
+    return path_from_transitions(transition_layers(betas, last_scale, num_layers), num_layers)
+
+
+def derive_ratios(
+    gammas: Sequence[Any] | None, path: Sequence[int], ratios: Sequence[int], head_ratio: int
+) -> list[int]:
+    """Output ratio chi of every cell on ``path``; ``gammas=None`` means the widest (teacher)."""
+    L = len(path)
+    out = []
+    for layer in range(L - 1):
+        q = path[layer + 1]  # scale of the feature this layer outputs
+        if gammas is None:
+            out.append(max(ratios))
+        else:
+            row = as_array(gammas[q])[layer - max(q - 1, 0)]
+            out.append(int(ratios[int(np.argmax(row))]))
+    out.append(head_ratio)
+    return out
+
+
+def derive_ops(
+    alphas: Sequence[Any], path: Sequence[int], skip_index: int | None, allow_skip: bool = True
+) -> tuple[list[int], list[np.ndarray]]:
+    """Argmax operator index per layer and the per-layer operator probabilities."""
+    ops, probs = [], []
+    for layer, s in enumerate(path):
+        p = softmax(as_array(alphas[s])[layer - s])
+        if not allow_skip and skip_index is not None:
+            p = p.copy()
+            p[skip_index] = 0.0
+            p /= p.sum()
+        probs.append(p)
+        ops.append(int(np.argmax(p)))
+    return ops, probs
+
+
+def _next_best(p: np.ndarray, skip_index: int) -> int:
+    q = p.copy()
+    q[skip_index] = -1.0
+    return int(np.argmax(q))
+
+
+def remove_skips(
+    ops: Sequence[int],
+    path: Sequence[int],
+    out_ratios: Sequence[int],
+    probs: Sequence[np.ndarray],
+    skip_index: int | None,
+    min_len: int,
+) -> tuple[list[int], list[int], list[int], dict]:
+    """Shallower net: drop stride-1 skips (see module docstring). Returns ops, path, ratios, info.
+
+    ``out_ratios`` has one entry per cell (the last one is the head ratio and stays last).
+    """
+    L = len(ops)
+    ops = list(ops)
+    info: dict[str, list[int]] = {"replaced_down": [], "replaced_segment": [], "replaced_min_len": [],
+                                  "removed": []}
+    if skip_index is None:
+        return ops, list(path), list(out_ratios), info
+    is_down = [i < L - 1 and path[i + 1] > path[i] for i in range(L)]
+    for i in range(L):
+        if ops[i] == skip_index and is_down[i]:
+            ops[i] = _next_best(probs[i], skip_index)
+            info["replaced_down"].append(i)
+    segments: list[list[int]] = []
+    for i in range(L):
+        if is_down[i]:
+            continue
+        if segments and segments[-1][-1] == i - 1 and path[i - 1] == path[i] and not is_down[i - 1]:
+            segments[-1].append(i)
+        else:
+            segments.append([i])
+    for seg in segments:
+        if all(ops[i] == skip_index for i in seg):
+            weakest = min(seg, key=lambda i: probs[i][skip_index])
+            ops[weakest] = _next_best(probs[weakest], skip_index)
+            info["replaced_segment"].append(weakest)
+    candidates = [i for i in range(L) if ops[i] == skip_index]
+    candidates.sort(key=lambda i: -probs[i][skip_index])
+    budget = max(L - min_len, 0)
+    removed = sorted(candidates[:budget])
+    for i in candidates[budget:]:
+        ops[i] = _next_best(probs[i], skip_index)
+        info["replaced_min_len"].append(i)
+    info["removed"] = removed
+    ratios = list(out_ratios)
+    keep = [i for i in range(L) if i not in set(removed)]
+    for i in sorted(removed, reverse=True):
+        # a removed cell takes its output width with it; removing the last cell makes the new
+        # last cell output the head ratio
+        del ratios[i - 1 if i == len(ratios) - 1 else i]
+    return [ops[i] for i in keep], [path[i] for i in keep], ratios, info
+
+
+def branch_cells(
+    ops: Sequence[int], path: Sequence[int], ratios: Sequence[int], space: SearchSpaceConfig
+) -> tuple[Cell, ...]:
+    cells = []
+    for i, (op, s) in enumerate(zip(ops, path)):
+        stride = 2 if i < len(path) - 1 and path[i + 1] > s else 1
+        cells.append(Cell(space.operators[op], space.rates[s], stride, int(ratios[i])))
+    return tuple(cells)
+
+
+def derive_branch(
+    block: dict, last_scale: int, space: SearchSpaceConfig, role: Role, rules: DeriveRules
+) -> tuple[Branch, dict]:
+    """One branch ending at ``space.rates[last_scale]`` from a role's raw parameters."""
+    L = space.num_layers
+    teacher = role == "teacher"
+    head = space.teacher_head_ratio if teacher else space.student_head_ratio
+    skip = space.operators.index("skip") if "skip" in space.operators else None
+    transitions = transition_layers(block["beta"], last_scale, L)
+    path = path_from_transitions(transitions, L)
+    ops, probs = derive_ops(block["alpha"], path, skip, allow_skip=not teacher)
+    ratios = derive_ratios(None if teacher else block.get("gamma"), path, space.ratios, head)
+    min_len = rules.min_len if rules.min_len is not None else default_min_len(L, last_scale)
+    ops, path, ratios, info = remove_skips(ops, path, ratios, probs, skip, min_len)
+    info.update(transitions=list(transitions), min_len=min_len)
+    return Branch(space.rates[last_scale], branch_cells(ops, path, ratios, space)), info
+
+
+# --------------------------------------------------------------------------------------------
+# Latency of candidates and the branch-selection objective.
+
+
+def objective(acc: float, lat: float, target: float, rules: DeriveRules = DeriveRules()) -> float:
+    """MnasNet objective ``ACC x (LAT / T) ** w`` (paper appendix B)."""
+    w = rules.w_below if lat <= target else rules.w_above
+    return float(acc) * (float(lat) / float(target)) ** w
+
+
+def load_lut(lut: Any) -> Any:
+    """A path / ``LatencyTable`` / None -> ``LatencyTable`` or None."""
+    if lut is None or not isinstance(lut, (str, Path)):
+        return lut
+    from fasterseg.latency.table import LatencyTable
+
+    return LatencyTable.load(lut)
+
+
+def table_latency_fn(table: Any) -> Callable[[Arch], float]:
+    """Discrete latency (ms) of an ``Arch`` from a latency table at the table's input size."""
+    try:  # the latency package's own discrete estimator, when present
+        from fasterseg.latency import model as _lat_model  # type: ignore[attr-defined]
+
+        for name in ("arch_latency", "discrete_latency", "arch_latency_ms"):
+            fn = getattr(_lat_model, name, None)
+            if callable(fn):
+                return lambda arch: float(_call_latency(fn, arch, table))
+    except ImportError:
+        pass
+    from fasterseg.latency.signature import arch_blocks
+
+    size = _table_size(table)
+    ncls = table.meta.get("num_classes")
+
+    def lat(arch: Arch) -> float:
+        a = arch.with_num_classes(ncls) if ncls else arch
+        return table.total(b.key for _, b in arch_blocks(a, size))
+
+    return lat
+
+
+def _table_size(table: Any) -> tuple[int, int]:
+    size = table.meta.get("input_size")
+    if not size or len(size) != 2:
+        raise UserError("latency table has no meta.input_size; rebuild it with `fasterseg latency build`")
+    return int(size[0]), int(size[1])
+
+
+def _call_latency(fn: Callable, arch: Arch, table: Any) -> Any:
+    ncls = table.meta.get("num_classes")
+    a = arch.with_num_classes(ncls) if ncls else arch
+    out = fn(a, table)
+    if isinstance(out, dict):
+        out = out.get("total_ms", out.get("latency_ms", out.get("total")))
+    return out
+
+
+def mac_proxy_fn(size: tuple[int, int] = (256, 512)) -> Callable[[Arch], float]:
+    """MAC count (GMACs at ``size``) of the built network: a hardware-free latency proxy."""
+    import torch
+
+    from fasterseg.models import build_model
+    from fasterseg.utils.complexity import count_macs
+
+    def macs(arch: Arch) -> float:
+        with torch.device("meta"):  # no weight allocation or init: counting only needs shapes
+            model = build_model(arch)
+        return count_macs(model, size)[0] / 1e9
+
+    return macs
+
+
+def published_student() -> Arch:
+    from fasterseg.arch.schema import load_arch, published_arch_path
+
+    return load_arch(published_arch_path("fasterseg_student"))
+
+
+def choose_branches(
+    candidates: dict[tuple[int, ...], Arch],
+    scores: dict[str, Any],
+    latency: Callable[[Arch], float],
+    target: float,
+    rules: DeriveRules = DeriveRules(),
+) -> tuple[tuple[int, ...], list[dict]]:
+    """The candidate rate set with the best objective; also a table of all evaluated candidates.
+
+    Candidates without a supernet score are not eligible (noted in the table).
+    """
+    rows, best, best_key = [], -math.inf, None
+    for rates, arch in candidates.items():
+        key = combo_key(rates)
+        sc = scores.get(key)
+        row: dict[str, Any] = {"branches": list(rates), "key": key}
+        if not sc or sc.get("miou") is None:
+            row["note"] = "no supernet score for this combination"
+            rows.append(row)
+            continue
+        lat = float(latency(arch))
+        obj = objective(sc["miou"], lat, target, rules)
+        row.update(miou=float(sc["miou"]), latency=lat, objective=obj)
+        rows.append(row)
+        if obj > best:
+            best, best_key = obj, rates
+    if best_key is None:
+        raise UserError(
+            "no branch combination has a supernet score (branch_scores needs entries like "
+            f"{', '.join(repr(combo_key(r)) for r in candidates)})"
+        )
+    return best_key, rows
+
+
+# --------------------------------------------------------------------------------------------
+# Whole derivation.
+
+
+def _role_candidates(
+    block: dict, space: SearchSpaceConfig, role: Role, b: int, rules: DeriveRules
+) -> tuple[dict[tuple[int, ...], Arch], dict[int, dict], dict[int, Branch]]:
+    branches, infos = {}, {}
+    for j in range(len(space.rates)):
+        branches[j], infos[space.rates[j]] = derive_branch(block, j, space, role, rules)
+    teacher = role == "teacher"
+    stem = space.teacher_stem_ratio if teacher else space.student_stem_ratio
+    head = space.teacher_head_ratio if teacher else space.student_head_ratio
+    cands = {}
+    for combo in itertools.combinations(range(len(space.rates)), b):
+        rates = tuple(space.rates[j] for j in sorted(combo, reverse=True))
+        arch = Arch(f"derived_{role}", 19, stem, head, tuple(branches[j] for j in sorted(combo, reverse=True)))
+        cands[rates] = arch
+    return cands, infos, branches
+
+
+def derive_from_params(
+    params: dict,
+    lut: Any = None,
+    target_ms: float | None = None,
+    b: int | None = None,
+    *,
+    rules: DeriveRules | None = None,
+    compat: Literal["official"] | None = None,
+    latency_fn: Callable[[Arch], float] | None = None,
+    source: str | None = None,
+) -> tuple[Arch | None, Arch | None, dict]:
+    """Teacher and student ``Arch`` (None for a role absent from ``params``) and a report.
+
+    ``params``: the ``arch_params.json`` dict. ``lut``: a latency table (path or loaded) for LAT;
+    without one LAT is a MAC-count proxy. ``target_ms``: T; default 8.3 ms scaled to the table's
+    device by the published student's latency on it (8.3 x LUT(student) / 6.26). ``b``: number of
+    branches (default ``space.num_branches``). ``latency_fn`` overrides LAT (tests).
+    """
+    validate_archparams(params)
+    space = space_from_params(params)
+    rules = rules or DeriveRules()
+    num_classes = int(params.get("num_classes") or 19)
+    src = source or params.get("source") or "arch_params.json"
+    scores_all = params.get("branch_scores") or {}
+    if compat == "official":
+        return _derive_official_params(params, space, num_classes, src)
+    if compat is not None:
+        raise UserError(f"unknown compat mode {compat!r} (only 'official')")
+    b = b if b is not None else space.num_branches
+    if not 1 <= b <= len(space.rates):
+        raise UserError(f"--branches must be between 1 and {len(space.rates)}, got {b}")
+
+    table = load_lut(lut)
+    report: dict[str, Any] = {"rules": asdict(rules), "num_branches": b, "source": src,
+                              "epoch": params.get("epoch"), "stage": params.get("stage")}
+    if latency_fn is not None:
+        lat_fn, kind, unit = latency_fn, "custom", "ms"
+    elif table is not None:
+        lat_fn, kind, unit = table_latency_fn(table), "lut", "ms"
+    else:
+        lat_fn, kind, unit = mac_proxy_fn(), "mac_proxy", "GMACs@256x512"
+        logger.info("no latency table: branch choice uses a MAC-count proxy for latency")
+    target, target_note = _target(target_ms, lat_fn, kind, params)
+    report["latency"] = {"kind": kind, "unit": unit, "target": target, "target_note": target_note}
+
+    archs: dict[str, Arch | None] = {"teacher": None, "student": None}
+    chosen: dict[str, tuple[int, ...]] = {}
+    order = [r for r in ("student", "teacher") if params.get(r) is not None]
+    for role in order:
+        block = params[role]
+        cands, infos, _ = _role_candidates(block, space, role, b, rules)
+        scores = scores_all.get(role) or {}
+        if role == "teacher" and (rules.teacher_branches == "student" or not scores) and "student" in chosen:
+            rates = chosen["student"]
+            rows = [{"branches": list(rates), "note": "teacher follows the student's branch set"}]
+        elif len(cands) == 1:
+            rates = next(iter(cands))
+            rows = [{"branches": list(rates), "note": "single candidate"}]
+        else:
+            rates, rows = choose_branches(cands, scores, lat_fn, target, rules)
+        chosen[role] = rates
+        arch = cands[rates]
+        lat = None
+        try:
+            lat = float(lat_fn(arch))
+        except UserError as e:  # a table that does not cover this net: report, do not fail
+            report.setdefault("warnings", []).append(f"{role}: latency unavailable: {e}")
+        prov = {
+            "source": src,
+            "role": role,
+            "epoch": params.get("epoch"),
+            "stage": params.get("stage"),
+            "rules": {**asdict(rules), "num_branches": b, "target": target, "latency_kind": kind},
+            "branch_scores": {r["key"]: r.get("miou") for r in rows if "key" in r},
+            "candidates": rows,
+            "latency": {"kind": kind, "unit": unit, "value": lat},
+        }
+        if table is not None:
+            prov["lut"] = {k: table.meta.get(k) for k in ("backend", "device_name", "dtype", "input_size")}
+        name = f"derived_{role}"
+        archs[role] = Arch(name, num_classes, arch.stem_ratio, arch.head_ratio, arch.branches, prov)
+        report[role] = {"branches": list(rates), "candidates": rows, "latency": lat,
+                        "paths": {str(k): v for k, v in infos.items()}}
+    return archs["teacher"], archs["student"], report
+
+
+def _target(
+    target_ms: float | None, lat_fn: Callable[[Arch], float], kind: str, params: dict
+) -> tuple[float, str]:
+    if target_ms is not None:
+        if target_ms <= 0:
+            raise UserError(f"--target-ms must be positive, got {target_ms}")
+        return float(target_ms), "given"
+    try:
+        ref = float(lat_fn(published_student()))
+    except UserError as e:  # table does not cover the published student (e.g. a tiny space)
+        fallback = float(params.get("latency_target_ms") or PAPER_TARGET_MS)
+        logger.warning("cannot scale the 8.3 ms target to this table (%s); using T = %.3g", e, fallback)
+        return fallback, "unscaled (table does not cover the published student)"
+    if kind == "mac_proxy":
+        return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, "MAC proxy: published student x 8.3/6.26"
+    return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, f"8.3 ms x {ref:.3f} / 6.26 (published student here)"
+
+
+def _derive_official_params(
+    params: dict, space: SearchSpaceConfig, num_classes: int, src: str
+) -> tuple[Arch | None, Arch | None, dict]:
+    from fasterseg.arch.official import derive_compat
+
+    out: dict[str, Arch | None] = {"teacher": None, "student": None}
+    report: dict[str, Any] = {"compat": "official", "source": src}
+    scores_all = params.get("branch_scores") or {}
+    for role in ("teacher", "student"):
+        if params.get(role) is None:
+            continue
+        arch, rep = derive_compat(params[role], role, scores_all.get(role) or {}, space,
+                                  num_classes, provenance={"source": src, "compat": "official"})
+        out[role] = arch
+        report[role] = {"branches": rep["branches"], "objectives": rep["objectives"]}
+    return out["teacher"], out["student"], report
