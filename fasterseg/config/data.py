@@ -17,6 +17,7 @@ Preset = Literal["synthetic", "cityscapes", "camvid", "bdd100k", "folder"]
 class DataConfig:
     preset: Preset = "synthetic"
     root: str | None = None  # dataset root folder (not used by "synthetic")
+    dataset_yaml: str | None = None  # folder preset: class list file (default ROOT/dataset.yaml)
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int | None = None  # None: take it from the preset's label set
@@ -46,5 +47,11 @@ class DataConfig:
             raise UserError("config: data.downsample and data.label_downsample must be >= 1")
         if min(self.crop_size) <= 0:
             raise UserError(f"config: data.crop_size must be positive, got {self.crop_size}")
+        if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise UserError(f"config: data.scale_range must be 0 < lo <= hi, got {self.scale_range}")
+        if min(self.synthetic_size) < 8:
+            raise UserError(f"config: data.synthetic_size must be at least 8x8, got {self.synthetic_size}")
+        if self.workers < 0 or self.jitter < 0:
+            raise UserError("config: data.workers and data.jitter must be >= 0")
         if not self.scales or min(self.scales) <= 0:
             raise UserError(f"config: data.scales must be positive numbers, got {self.scales}")
