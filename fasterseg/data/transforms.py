@@ -62,9 +62,14 @@ def downsample_pair(
     return resize_image(image, size), (None if label is None else resize_label(label, size))
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """Contiguous, writable array (PIL-backed arrays are read-only; torch warns on those)."""
+    return np.require(a, requirements=["C", "W"])
+
+
 def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float ``[3, H, W]``: ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.from_numpy(_writable(image)).permute(2, 0, 1).float()
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
     return (x - m) / s
@@ -149,7 +154,7 @@ class TrainTransform:
         out = torch.zeros(3, ch, cw)
         out[:, oy : oy + hh, ox : ox + ww] = normalize(region, self.mean, self.std)
         out_l = torch.full((ch, cw), self.ignore_index, dtype=torch.long)
-        out_l[oy : oy + hh, ox : ox + ww] = torch.from_numpy(np.ascontiguousarray(lab)).long()
+        out_l[oy : oy + hh, ox : ox + ww] = torch.from_numpy(_writable(lab)).long()
         k = self.label_downsample
         if k > 1:
             out_l = out_l[k // 2 :: k, k // 2 :: k][: ch // k, : cw // k].contiguous()
@@ -172,6 +177,4 @@ class EvalTransform:
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = downsample_pair(image, label, self.downsample)
-        return normalize(image, self.mean, self.std), torch.from_numpy(
-            np.ascontiguousarray(label)
-        ).long()
+        return normalize(image, self.mean, self.std), torch.from_numpy(_writable(label)).long()
