@@ -105,7 +105,7 @@ def run(args) -> int:
     counts = np.zeros(info["num_classes"], dtype=np.int64)
     for path, name in inputs:
         rgb = read_image(path)
-        img = ((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 - m) / s).to(device)
+        img = ((torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255 - m) / s).to(device)
         probs = infer_image(model, img, flip=args.flip, scales=args.scales, window=args.window,
                             num_classes=info["num_classes"])
         pred = probs.argmax(0).cpu().numpy()

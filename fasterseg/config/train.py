@@ -46,6 +46,7 @@ class TrainConfig:
     log_every: int = 50  # iteration records in metrics.jsonl every N iterations
     cost_warmup: int = 2  # iterations excluded from the cost estimate
     cost_measure: int = 3  # iterations timed for the cost estimate
+    time_budget_min: float | None = None  # stop (save + validate) after this many minutes
     runs_root: str = "runs/train"  # parent of auto-named run directories
 
     def validate(self) -> None:

@@ -71,7 +71,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     import fasterseg
 
     out = {"format": FORMAT, "version": VERSION,
-           "versions": {"fasterseg": fasterseg.__version__, "torch": torch.__version__}}
+           "versions": {"fasterseg": str(fasterseg.__version__), "torch": str(torch.__version__)}}
     out.update(state)
     _check_plain(out, "checkpoint")
     return torch_save(out, path)
@@ -79,11 +79,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def _check_plain(obj: Any, where: str) -> None:
     """Fail early (while the last good file still exists) if something would need pickle."""
-    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
-        return
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
+        return  # exact types: str/float subclasses (TorchVersion, numpy scalars) need pickle
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if not isinstance(k, (str, int)):
+            if type(k) not in (str, int):
                 raise TypeError(f"{where}: key {k!r} is not str/int")
             _check_plain(v, f"{where}.{k}")
         return

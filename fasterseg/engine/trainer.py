@@ -233,6 +233,9 @@ def train(
         disable_bar = disable_bar or not info.is_main
         nonfinite = torch.zeros(1, device=device)
         meter.start()
+        t_start = time.perf_counter()
+        budget_s = tc.time_budget_min * 60 if tc.time_budget_min else None
+        out_of_time = False
         try:
             for epoch in range(start_epoch, tc.epochs):
                 lr = _lr_at(tc, epoch)
@@ -305,17 +308,21 @@ def train(
                                                         **{f"loss_{k}": v for k, v in parts_acc.items()}})
                     if tc.save_every and pos["step"] % tc.save_every == 0 and it + 1 < tc.iters_per_epoch:
                         save("last.pt")
+                    if budget_s is not None and _agree(time.perf_counter() - t_start > budget_s, device):
+                        out_of_time = True
+                        break
                 bar.close()
 
                 # ---- end of epoch: position moves to the start of the next epoch
-                pos.update(epoch=epoch + 1, iter=0)
+                if pos["iter"] >= tc.iters_per_epoch:
+                    pos.update(epoch=epoch + 1, iter=0)
                 train_loss = _global_mean(loss_sum, loss_n, device)
                 record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "step": pos["step"],
                                           "lr": lr, "train_loss": train_loss,
                                           "epoch_seconds": time.perf_counter() - t_epoch,
                                           "peak_memory_mb": peak_memory_mb(device)}
                 metric = None
-                if ds_val is not None and _eval_due(tc, epoch + 1):
+                if ds_val is not None and (_eval_due(tc, epoch + 1) or out_of_time):
                     last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info)
                     record.update(val_miou=last_eval["miou"], val_aacc=last_eval["aacc"],
                                   val_macc=last_eval["macc"], val_images=last_eval["images"])
@@ -338,6 +345,11 @@ def train(
                     logger.info("epoch %d/%d  loss %.4f  lr %.2e%s", epoch + 1, tc.epochs, train_loss, lr,
                                 f"  val mIoU {100 * last_eval['miou']:.2f}" if "val_miou" in record else "")
                 D.barrier()
+                if out_of_time:
+                    logger.info("time budget of %.1f min reached after %d steps: stopped (resume "
+                                "with --resume and a larger train.time_budget_min)",
+                                tc.time_budget_min, pos["step"])
+                    break
         except KeyboardInterrupt:
             if info.is_main:
                 path = save("last.pt")
@@ -357,6 +369,12 @@ def _diverged_message(run_dir: Path, epoch: int, it: int, step: int, loss: torch
     return (f"loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {it + 1} (after "
             f"{step} steps, lr {lr:.3g}); training stopped, {kept}. Try a lower train.lr, "
             "train.grad_clip or train.amp=off")
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any (ranks must stop at the same step)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(D.all_reduce_max(t).item())
 
 
 def _global_mean(total: float, n: int, device: torch.device) -> float:
