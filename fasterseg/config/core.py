@@ -113,6 +113,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise UserError(f"config: {where} must be true/false, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e9" / "5e-4" (no dot) as strings
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config: {where} must be a number, got {value!r}")
         return float(value)
