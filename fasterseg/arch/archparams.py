@@ -151,7 +151,7 @@ def make_archparams(
     lut: str | None = None,
     latency_target_ms: float | None = 8.3,
 ) -> dict:
-    """Assemble the file's dict from tensors (or lists); roles are ``{"alpha", "beta", "gamma"}``."""
+    """Assemble the file's dict from tensors or lists; a role is ``{"alpha", "beta", "gamma"}``."""
     from fasterseg.config.core import to_dict
 
     def role(block: dict | None) -> dict | None:

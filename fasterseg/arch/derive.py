@@ -52,7 +52,8 @@ class DeriveRules:
     w_below: float = -0.07  # MnasNet exponent when LAT <= T (paper alpha)
     w_above: float = -0.07  # ... when LAT > T (paper beta)
     min_len: int | None = None  # None: round(L / 3) + 2 * (index of the branch's last scale)
-    teacher_branches: Literal["own", "student"] = "own"  # teacher's branch set: own scores or the student's
+    # the teacher's branch set: chosen from its own scores, or the student's set
+    teacher_branches: Literal["own", "student"] = "own"
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,8 +164,9 @@ def remove_skips(
     """
     L = len(ops)
     ops = list(ops)
-    info: dict[str, list[int]] = {"replaced_down": [], "replaced_segment": [], "replaced_min_len": [],
-                                  "removed": []}
+    info: dict[str, list[int]] = {
+        "replaced_down": [], "replaced_segment": [], "replaced_min_len": [], "removed": []
+    }
     if skip_index is None:
         return ops, list(path), list(out_ratios), info
     is_down = [i < L - 1 and path[i + 1] > path[i] for i in range(L)]
@@ -251,41 +253,15 @@ def load_lut(lut: Any) -> Any:
 
 def table_latency_fn(table: Any) -> Callable[[Arch], float]:
     """Discrete latency (ms) of an ``Arch`` from a latency table at the table's input size."""
-    try:  # the latency package's own discrete estimator, when present
-        from fasterseg.latency import model as _lat_model  # type: ignore[attr-defined]
+    from fasterseg.latency.model import discrete_latency
 
-        for name in ("arch_latency", "discrete_latency", "arch_latency_ms"):
-            fn = getattr(_lat_model, name, None)
-            if callable(fn):
-                return lambda arch: float(_call_latency(fn, arch, table))
-    except ImportError:
-        pass
-    from fasterseg.latency.signature import arch_blocks
-
-    size = _table_size(table)
     ncls = table.meta.get("num_classes")
 
     def lat(arch: Arch) -> float:
-        a = arch.with_num_classes(ncls) if ncls else arch
-        return table.total(b.key for _, b in arch_blocks(a, size))
+        # the head's entries are keyed by the class count the table was measured with
+        return float(discrete_latency(arch.with_num_classes(ncls) if ncls else arch, table))
 
     return lat
-
-
-def _table_size(table: Any) -> tuple[int, int]:
-    size = table.meta.get("input_size")
-    if not size or len(size) != 2:
-        raise UserError("latency table has no meta.input_size; rebuild it with `fasterseg latency build`")
-    return int(size[0]), int(size[1])
-
-
-def _call_latency(fn: Callable, arch: Arch, table: Any) -> Any:
-    ncls = table.meta.get("num_classes")
-    a = arch.with_num_classes(ncls) if ncls else arch
-    out = fn(a, table)
-    if isinstance(out, dict):
-        out = out.get("total_ms", out.get("latency_ms", out.get("total")))
-    return out
 
 
 def mac_proxy_fn(size: tuple[int, int] = (256, 512)) -> Callable[[Arch], float]:
@@ -359,7 +335,8 @@ def _role_candidates(
     cands = {}
     for combo in itertools.combinations(range(len(space.rates)), b):
         rates = tuple(space.rates[j] for j in sorted(combo, reverse=True))
-        arch = Arch(f"derived_{role}", 19, stem, head, tuple(branches[j] for j in sorted(combo, reverse=True)))
+        chosen = tuple(branches[j] for j in sorted(combo, reverse=True))
+        arch = Arch(f"derived_{role}", 19, stem, head, chosen)
         cands[rates] = arch
     return cands, infos, branches
 
@@ -416,7 +393,8 @@ def derive_from_params(
         block = params[role]
         cands, infos, _ = _role_candidates(block, space, role, b, rules)
         scores = scores_all.get(role) or {}
-        if role == "teacher" and (rules.teacher_branches == "student" or not scores) and "student" in chosen:
+        follow = rules.teacher_branches == "student" or not scores
+        if role == "teacher" and follow and "student" in chosen:
             rates = chosen["student"]
             rows = [{"branches": list(rates), "note": "teacher follows the student's branch set"}]
         elif len(cands) == 1:
@@ -442,7 +420,8 @@ def derive_from_params(
             "latency": {"kind": kind, "unit": unit, "value": lat},
         }
         if table is not None:
-            prov["lut"] = {k: table.meta.get(k) for k in ("backend", "device_name", "dtype", "input_size")}
+            keys = ("backend", "device_name", "dtype", "input_size")
+            prov["lut"] = {k: table.meta.get(k) for k in keys}
         name = f"derived_{role}"
         archs[role] = Arch(name, num_classes, arch.stem_ratio, arch.head_ratio, arch.branches, prov)
         report[role] = {"branches": list(rates), "candidates": rows, "latency": lat,
@@ -459,13 +438,18 @@ def _target(
         return float(target_ms), "given"
     try:
         ref = float(lat_fn(published_student()))
-    except UserError as e:  # table does not cover the published student (e.g. a tiny space)
+    except UserError:  # table does not cover the published student (e.g. a tiny space)
         fallback = float(params.get("latency_target_ms") or PAPER_TARGET_MS)
-        logger.warning("cannot scale the 8.3 ms target to this table (%s); using T = %.3g", e, fallback)
+        logger.warning(
+            "the latency table does not cover the published student, so the 8.3 ms target cannot "
+            "be scaled to its device; using T = %.3g (pass --target-ms to set it)", fallback
+        )
         return fallback, "unscaled (table does not cover the published student)"
     if kind == "mac_proxy":
-        return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, "MAC proxy: published student x 8.3/6.26"
-    return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, f"8.3 ms x {ref:.3f} / 6.26 (published student here)"
+        note = "MAC proxy: published student x 8.3/6.26"
+    else:
+        note = f"8.3 ms x {ref:.3f} / 6.26 (published student here)"
+    return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, note
 
 
 def _derive_official_params(

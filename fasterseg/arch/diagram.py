@@ -27,8 +27,8 @@ def format_arch(arch: Arch) -> str:
     shared = arch.shared_prefix() if len(arch.branches) > 1 else 0
     rates = ", ".join(f"1/{b.output_rate}" for b in arch.branches)
     lines = [
-        f"{arch.name}: stem chi={arch.stem_ratio} ({arch.stem_channels} ch), head chi={arch.head_ratio}, "
-        f"{len(arch.branches)} branch(es) -> {rates}"
+        f"{arch.name}: stem chi={arch.stem_ratio} ({arch.stem_channels} ch), "
+        f"head chi={arch.head_ratio}, {len(arch.branches)} branch(es) -> {rates}"
         + (f", {shared} shared cell(s)" if shared else ""),
     ]
     for bi, branch in enumerate(arch.branches):
@@ -80,8 +80,8 @@ def draw_arch(arch: Arch, path: str | Path, title: str | None = None, dpi: int =
         for i, c in enumerate(branch.cells):
             is_shared = i < shared
             x, y = float(i), ypos(c.rate, bi, is_shared)
-            ax.annotate("", xy=(x - box_w / 2, y), xytext=prev,
-                        arrowprops=dict(arrowstyle="-|>", color=color, lw=1.0, shrinkA=0, shrinkB=0))
+            arrow = dict(arrowstyle="-|>", color=color, lw=1.0, shrinkA=0, shrinkB=0)
+            ax.annotate("", xy=(x - box_w / 2, y), xytext=prev, arrowprops=arrow)
             if not (is_shared and i in drawn):
                 ax.add_patch(FancyBboxPatch(
                     (x - box_w / 2, y - box_h / 2), box_w, box_h, boxstyle="round,pad=0.02",

@@ -261,7 +261,10 @@ def _compat_ops(
 def compat_branches(
     alpha: list, beta: list, gamma: list | None, space: SearchSpaceConfig, role: Role
 ) -> dict[int, tuple[list[int], list[int], list[int]]]:
-    """The three calls (last scale 0, 1, 2) on shared, mutated tensors -> {last: (ops, path, widths)}."""
+    """The three calls (last scale 0, 1, 2) on shared, mutated tensors.
+
+    Returns ``{last: (ops, path, widths)}`` with width indices into ``space.ratios``.
+    """
     alphas = [a.clone() for a in alpha]
     betas = [b.clone() for b in beta if b is not None]
     ratios = None if gamma is None else [g.clone() for g in gamma]
@@ -274,7 +277,9 @@ def compat_branches(
     return out
 
 
-def official_objective(miou: float, latency_ms: float, target_ms: float = OFFICIAL_TARGET_MS) -> float:
+def official_objective(
+    miou: float, latency_ms: float, target_ms: float = OFFICIAL_TARGET_MS
+) -> float:
     return miou * (latency_ms / target_ms) ** OFFICIAL_W
 
 
@@ -307,8 +312,9 @@ def derive_compat(
         raise UserError("compat='official' needs the official operators and rates 8/16/32")
 
     def tensors(x):
-        return None if x is None else [None if t is None else torch.as_tensor(t, dtype=torch.float32)
-                                       for t in x]
+        if x is None:
+            return None
+        return [None if t is None else torch.as_tensor(t, dtype=torch.float32) for t in x]
 
     branches = compat_branches(
         tensors(block["alpha"]), tensors(block["beta"]), tensors(block.get("gamma")), space, role
@@ -318,9 +324,12 @@ def derive_compat(
         key = combo_key([space.rates[s] for s in scales])
         sc = scores.get(key)
         if not sc or "latency_ms" not in sc:
-            raise UserError(f"compat='official' needs branch_scores.{role}.{key} with miou and latency_ms")
+            raise UserError(
+                f"compat='official' needs branch_scores.{role}.{key} with miou and latency_ms"
+            )
         objectives[key] = official_objective(sc["miou"], sc["latency_ms"])
-    chosen = OFFICIAL_COMBOS["02"] if objectives["8,32"] > objectives["16,32"] else OFFICIAL_COMBOS["12"]
+    better_02 = objectives["8,32"] > objectives["16,32"]
+    chosen = OFFICIAL_COMBOS["02"] if better_02 else OFFICIAL_COMBOS["12"]
     teacher = role == "teacher"
     stem = space.teacher_stem_ratio if teacher else space.student_stem_ratio
     head = space.teacher_head_ratio if teacher else space.student_head_ratio
