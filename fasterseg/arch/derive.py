@@ -401,7 +401,21 @@ def derive_from_params(
             rates = next(iter(cands))
             rows = [{"branches": list(rates), "note": "single candidate"}]
         else:
-            rates, rows = choose_branches(cands, scores, lat_fn, target, rules)
+            try:
+                rates, rows = choose_branches(cands, scores, lat_fn, target, rules)
+            except UserError as e:
+                from fasterseg.latency.table import MissingKeyError
+
+                if kind != "lut" or not isinstance(e, MissingKeyError):
+                    raise
+                # the table does not cover this role's candidates (e.g. a student-only table):
+                # compare them by MACs instead, and say so
+                msg = f"{role}: latency table misses candidate blocks, branch choice by MAC proxy"
+                logger.warning(msg)
+                report.setdefault("warnings", []).append(msg)
+                proxy = mac_proxy_fn()
+                proxy_t = proxy(published_student()) * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS
+                rates, rows = choose_branches(cands, scores, proxy, proxy_t, rules)
         chosen[role] = rates
         arch = cands[rates]
         lat = None

@@ -320,3 +320,16 @@ def test_archparams_validation_names_the_field():
         validate_archparams(bad_row)
     with pytest.raises(UserError, match="schema"):
         validate_archparams(dict(params, schema="nope"))
+
+
+def test_table_missing_a_role_falls_back_to_the_mac_proxy():
+    from fasterseg.latency.table import LatencyTable
+
+    space = tiny_space(6)
+    role = blank_role(space)
+    all_ops(role, space, "conv")
+    scores = {"student": {"8,16": {"miou": 0.3}, "8,32": {"miou": 0.3}, "16,32": {"miou": 0.3}}}
+    empty = LatencyTable({}, {"input_size": [64, 128], "num_classes": 19})
+    _, s, rep = derive_from_params(params_for(space, role, scores=scores), lut=empty, target_ms=5.0)
+    assert any("MAC proxy" in w for w in rep["warnings"])
+    assert s is not None and rep["student"]["latency"] is None
