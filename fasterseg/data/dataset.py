@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from fasterseg.config.data import DataConfig
@@ -37,11 +38,25 @@ def get_label_set(cfg: DataConfig) -> LabelSet:
     return ls
 
 
+_SENTINEL = 254  # never a train id: at most 254 classes (0..253), 255 = ignore
+
+
 def apply_lut(stored: np.ndarray, lut: np.ndarray, path: Path | str, label_set: LabelSet) -> np.ndarray:
     """Stored label values -> uint8 train ids; values outside the classes/ignore name the file."""
-    if stored.size and int(stored.max()) >= len(lut):
-        raise UserError(f"label {path}: value {int(stored.max())} is out of range")
-    mapped = lut[stored]
+    if stored.dtype == np.uint8 and label_set.num_classes <= _SENTINEL:
+        # Fast path (PIL's C point() is ~4x faster than numpy fancy indexing on 2 MP labels):
+        # invalid values map to a sentinel no class uses.
+        table = np.where(lut[:256] < 0, _SENTINEL, lut[:256]).astype(np.uint8)
+        mapped = np.asarray(Image.fromarray(stored).point(table.tolist()))
+        bad_mask = mapped == _SENTINEL
+        if not bad_mask.any():
+            return mapped
+        mapped = mapped.astype(np.int16)
+        mapped[bad_mask] = -1
+    else:
+        if stored.size and int(stored.max()) >= len(lut):
+            raise UserError(f"label {path}: value {int(stored.max())} is out of range")
+        mapped = lut[stored]
     if mapped.size and int(mapped.min()) < 0:
         bad = np.unique(stored[mapped < 0])
         raise UserError(

@@ -136,8 +136,8 @@ def load_folder_spec(path: str | Path) -> FolderSpec:
     classes = d.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserError(f"{p}: `classes` must be a non-empty list of class names")
-    if len(classes) > 255:
-        raise UserError(f"{p}: at most 255 classes are supported (255 means ignore)")
+    if len(classes) > 254:
+        raise UserError(f"{p}: at most 254 classes are supported (255 means ignore)")
     palette = d.get("palette")
     if palette is None:
         palette = default_palette(len(classes))

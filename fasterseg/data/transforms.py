@@ -67,12 +67,17 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return np.require(a, requirements=["C", "W"])
 
 
+def _normalize_hwc(image: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> normalised float ``[H, W, 3]`` (in place on the float copy)."""
+    x = torch.from_numpy(_writable(image)).float()
+    x.sub_(torch.tensor(mean, dtype=torch.float32) * 255)
+    x.mul_(1.0 / (torch.tensor(std, dtype=torch.float32) * 255))
+    return x
+
+
 def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float ``[3, H, W]``: ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(_writable(image)).permute(2, 0, 1).float()
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
-    return (x - m) / s
+    return _normalize_hwc(image, mean, std).permute(2, 0, 1).contiguous()
 
 
 def denormalize(image: torch.Tensor, mean, std) -> np.ndarray:
@@ -152,7 +157,7 @@ class TrainTransform:
             region, lab = region[:, ::-1], lab[:, ::-1]
         region = jitter(region, self.jitter, rng)
         out = torch.zeros(3, ch, cw)
-        out[:, oy : oy + hh, ox : ox + ww] = normalize(region, self.mean, self.std)
+        out[:, oy : oy + hh, ox : ox + ww] = _normalize_hwc(region, self.mean, self.std).permute(2, 0, 1)
         out_l = torch.full((ch, cw), self.ignore_index, dtype=torch.long)
         out_l[oy : oy + hh, ox : ox + ww] = torch.from_numpy(_writable(lab)).long()
         k = self.label_downsample
