@@ -383,6 +383,7 @@ def derive_from_params(
     else:
         lat_fn, kind, unit = mac_proxy_fn(), "mac_proxy", "GMACs@256x512"
         logger.info("no latency table: branch choice uses a MAC-count proxy for latency")
+    lat_fn = _cached(lat_fn)
     target, target_note = _target(target_ms, lat_fn, kind, params)
     report["latency"] = {"kind": kind, "unit": unit, "target": target, "target_note": target_note}
 
@@ -441,6 +442,19 @@ def derive_from_params(
         report[role] = {"branches": list(rates), "candidates": rows, "latency": lat,
                         "paths": {str(k): v for k, v in infos.items()}}
     return archs["teacher"], archs["student"], report
+
+
+def _cached(fn: Callable[[Arch], float]) -> Callable[[Arch], float]:
+    """Memoise a latency function on the network structure (names/provenance ignored)."""
+    memo: dict[tuple, float] = {}
+
+    def wrapped(arch: Arch) -> float:
+        key = (arch.num_classes, arch.stem_ratio, arch.head_ratio, arch.branches)
+        if key not in memo:
+            memo[key] = fn(arch)
+        return memo[key]
+
+    return wrapped
 
 
 def _target(

@@ -205,11 +205,14 @@ def run(args: argparse.Namespace) -> int:
         result["latency_ms"] = student_rep.get("latency")
     for w in report.get("warnings", []):
         logger.warning(w)
+    steps = []
     if teacher is not None:
-        print(f"next: fasterseg train -c CONFIG --arch {out / 'teacher.json'} --out runs/teacher")
+        steps.append(f"fasterseg train -c CONFIG --arch {out / 'teacher.json'} --out runs/teacher")
     if student is not None:
-        print(f"      fasterseg train -c CONFIG --arch {out / 'student.json'} "
-              "--teacher runs/teacher/best.pt")
+        kd = " --teacher runs/teacher/best.pt" if teacher is not None else ""
+        steps.append(f"fasterseg train -c CONFIG --arch {out / 'student.json'}{kd}")
+    for i, step in enumerate(steps):
+        print(("next: " if i == 0 else "      ") + step)
     if args.json:
         emit_json(result)
     return 0

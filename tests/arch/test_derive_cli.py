@@ -113,3 +113,16 @@ def test_derive_cli_usage_errors(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["derive", str(tmp_path)]) == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_derive_cli_student_only(tmp_path, capsys):
+    params = tiny_params(seed=3)
+    params["teacher"] = None
+    run = tmp_path / "run"
+    write_archparams(run / "arch_params.json", params)
+    assert main(["derive", str(run), "--no-diagram", "--json"]) == 0
+    out = capsys.readouterr().out
+    res = last_json(out)
+    assert res["teacher"] is None and res["student"] == str(run / "student.json")
+    assert not (run / "teacher.json").exists()
+    assert "next: fasterseg train" in out and "--teacher" not in out
