@@ -1,0 +1,105 @@
+"""Cost estimates printed before any work starts.
+
+Two sources: for the demo, the stage times measured on the reference 2-core CPU scaled by a
+short calibration workload run now; for real-scale pipelines, the configured iteration counts
+times a measured forward+backward of the published networks at the configured crop (batch 1,
+scaled by the batch size). Both are estimates: they say so and how they were made.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fasterseg.config.core import load_yaml
+from fasterseg.config.pipeline import PipelineConfig
+from fasterseg.pipeline.stages import Stage
+
+# Seconds per stage of `fasterseg demo` on the reference machine (2-core Xeon, 1 thread/stage).
+REFERENCE_DEMO_SECONDS = {
+    "lut": 60, "lut_check": 30, "search": 150, "derive": 5,
+    "teacher": 60, "student_kd": 50, "student": 40,
+    "eval_teacher": 8, "eval_student_kd": 6, "eval_student": 6,
+    "bench_teacher": 6, "bench_student_kd": 6, "bench_student": 6,
+}
+REFERENCE_CALIBRATION_S = 0.25  # `calibration_seconds()` on the reference machine
+
+
+def calibration_seconds() -> float:
+    """A fixed small conv workload (forward + backward), best of 3."""
+    import torch
+
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 32, 3, padding=1)
+    )
+    x = torch.randn(4, 32, 64, 128)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            conv(x).sum().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _train_step_seconds(arch: str, crop: tuple[int, int], device: str = "cpu") -> float:
+    import torch
+
+    from fasterseg.models import create_model
+
+    model = create_model(arch).to(device).train()
+    x = torch.randn(1, 3, *crop, device=device)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        sum(o.mean() for o in model(x)).backward()
+        times.append(time.perf_counter() - t0)
+    return times[-1]
+
+
+def estimate_demo(stages: list[Stage]) -> tuple[dict[str, float], str]:
+    factor = calibration_seconds() / REFERENCE_CALIBRATION_S
+    est = {s.name: REFERENCE_DEMO_SECONDS.get(s.name, 10) * factor for s in stages}
+    how = f"reference stage times x {factor:.2f} (calibration workload on this machine)"
+    return est, how
+
+
+def estimate_pipeline(cfg: PipelineConfig, stages: list[Stage]) -> tuple[dict[str, float], str]:
+    """Iterations x measured step time for training; the search as a multiple of a teacher step."""
+    tcfg = load_yaml(cfg.train.config) if Path(cfg.train.config).is_file() else {}
+    train = tcfg.get("train", {})
+    data = {**tcfg.get("data", {}), **cfg.data}
+    crop = tuple(data.get("crop_size", (512, 1024)))
+    epochs, iters, batch = train.get("epochs", 600), train.get("iters_per_epoch", 1000), train.get("batch_size", 12)
+    device = "cpu" if cfg.device == "cpu" else cfg.device
+    t_student = _train_step_seconds("fasterseg_student", crop, device) * batch
+    t_teacher = _train_step_seconds("fasterseg_teacher", crop, device) * batch
+    scfg = load_yaml(cfg.search.config) if Path(cfg.search.config).is_file() else {}
+    sea = scfg.get("search", {})
+    s_epochs = sea.get("pretrain_epochs", 20) + sea.get("search_epochs", 30)
+    s_iters = sea.get("iters_per_epoch", 400)
+    s_crop = tuple(scfg.get("data", {}).get("crop_size", (160, 320)))
+    t_search = _train_step_seconds("fasterseg_teacher", s_crop, device) * sea.get("batch_size", 2) * 12
+    est: dict[str, float] = {}
+    for s in stages:
+        if s.name == "teacher":
+            est[s.name] = epochs * iters * t_teacher
+        elif s.name in ("student", "student_kd"):
+            est[s.name] = epochs * iters * (t_student + (t_teacher / 3 if s.name == "student_kd" else 0))
+        elif s.name == "search":
+            est[s.name] = s_epochs * s_iters * t_search
+        else:
+            est[s.name] = 60.0
+    how = (f"measured fwd+bwd per image on {device}: student {t_student / batch:.2f} s, teacher "
+           f"{t_teacher / batch:.2f} s at {crop[0]}x{crop[1]}; search ~12 teacher steps per iteration")
+    return est, how
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,179 @@
+"""``report.md`` for a pipeline run: tables, diagrams, curves and the latency-table check."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fasterseg.config.pipeline import PipelineConfig
+from fasterseg.pipeline.runner import load_marker
+from fasterseg.pipeline.stages import train_runs
+from fasterseg.utils.io import write_text
+
+
+def _num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return fmt.format(v * scale)
+    return "n/a"
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    p = run_dir / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_training_curves(out: Path, runs: list[tuple[str, str]]) -> Path | None:
+    """Loss per iteration and validation mIoU per epoch of every trained network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {name: _read_metrics(out / name) for name, _ in runs}
+    if not any(series.values()):
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in series.items():
+        it = [(r["step"], r["loss"]) for r in rows if r.get("type") == "iter" and "loss" in r]
+        if it:
+            ax1.plot(*zip(*it), label=name)
+        ep = [(r["epoch"], 100 * r["val_miou"]) for r in rows
+              if r.get("type") == "epoch" and isinstance(r.get("val_miou"), (int, float))]
+        if ep:
+            ax2.plot(*zip(*ep), marker="o", label=name)
+    ax1.set(xlabel="iteration", ylabel="training loss", title="training loss")
+    ax2.set(xlabel="epoch", ylabel="val mIoU (%)", title="validation mIoU")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    path = out / "training_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -> Path:
+    runs = train_runs(cfg)
+    lines = [f"# FasterSeg {cfg.name} report", ""]
+    env = _load_json(out / "env.json") or {}
+    lines += [
+        f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), "
+        f"torch {env.get('torch', '?')}, device {cfg.device}",
+        f"- data: {cfg.data or {'preset': 'synthetic'}}",
+        f"- deployment input size: {cfg.latency.size[0]}x{cfg.latency.size[1]}",
+    ]
+    if seconds is not None:
+        lines.append(f"- wall time of this invocation: {seconds:.0f} s")
+    lines.append("")
+
+    # Results table.
+    lines += ["## Results", "",
+              "| network | mIoU (%) | aAcc (%) | mAcc (%) | latency (ms) | FPS | MACs (G) | params (M) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    evals = {}
+    for name, desc in runs:
+        ev = load_marker(out, f"eval_{name}") or {}
+        bn = load_marker(out, f"bench_{name}") or {}
+        evals[name] = ev
+        params = bn.get("params_inference", bn.get("params"))
+        lines.append(
+            f"| {name} ({desc}) | {_num(ev.get('miou'), scale=100)} | {_num(ev.get('aacc'), scale=100)} "
+            f"| {_num(ev.get('macc'), scale=100)} | {_num(bn.get('latency_ms'))} | {_num(bn.get('fps'), '{:.1f}')} "
+            f"| {_num(bn.get('macs'), '{:.3f}', 1e-9)} | {_num(params, '{:.3f}', 1e-6)} |"
+        )
+    bn0 = load_marker(out, f"bench_{runs[0][0]}") or {}
+    if bn0:
+        lines += ["", f"Latency: batch 1, {bn0.get('backend', '?')} backend, {bn0.get('dtype', '?')}, "
+                  f"device {bn0.get('device', '?')}, {bn0.get('threads', '?')} thread(s), median over "
+                  f"{bn0.get('seconds', '?')} s of timed runs."]
+    kd, plain = evals.get("student_kd", {}), evals.get("student", {})
+    if isinstance(kd.get("miou"), (int, float)) and isinstance(plain.get("miou"), (int, float)):
+        delta = 100 * (kd["miou"] - plain["miou"])
+        lines += ["", f"Distillation changed the student's mIoU by {delta:+.2f} points "
+                  "(distilled minus plain; same architecture, data and schedule)."]
+    lines.append("")
+
+    # Per-class IoU.
+    classes = next((list(e["per_class_iou"]) for e in evals.values()
+                    if isinstance(e.get("per_class_iou"), dict)), [])
+    if classes:
+        lines += ["## Per-class IoU (%)", "", "| class | " + " | ".join(n for n, _ in runs) + " |",
+                  "| --- | " + " | ".join("---" for _ in runs) + " |"]
+        for c in classes:
+            vals = [_num((evals[n].get("per_class_iou") or {}).get(c), scale=100) for n, _ in runs]
+            lines.append(f"| {c} | " + " | ".join(vals) + " |")
+        lines.append("")
+
+    # Architectures.
+    lines += ["## Searched architectures", ""]
+    derive = load_marker(out, "derive") or {}
+    if derive:
+        lines.append(f"Branches (output rates): {derive.get('branches', 'n/a')}; "
+                     f"student latency from the table: {_num(derive.get('latency_ms'))} ms.")
+        lines.append("")
+    for role in ("teacher", "student"):
+        arch_json = out / "arch" / f"{role}.json"
+        if arch_json.is_file():
+            lines += [f"### {role}", "", f"![{role}](arch/{role}.png)" if (out / "arch" / f"{role}.png").is_file() else "",
+                      "", "```", _format_arch(arch_json), "```", ""]
+
+    # Search curves.
+    search_pngs = sorted((out / "search").glob("*.png")) if (out / "search").is_dir() else []
+    if search_pngs:
+        lines += ["## Search", ""] + [f"![{p.stem}](search/{p.name})" for p in search_pngs] + [""]
+
+    # Training curves.
+    curves = plot_training_curves(out, runs)
+    if curves:
+        lines += ["## Training curves", "", f"![training curves]({curves.name})", ""]
+
+    # Latency table check.
+    chk = load_marker(out, "lut_check") or {}
+    lut = load_marker(out, "lut") or {}
+    lines += ["## Latency lookup table", ""]
+    if lut:
+        lines.append(f"Entries: {lut.get('entries', 'n/a')}, measured on {lut.get('device_name', lut.get('device', '?'))} "
+                     f"with {lut.get('backend', '?')} ({lut.get('dtype', '?')}).")
+    if chk:
+        lines.append(f"Table estimate vs measured latency over {chk.get('samples', 'n/a')} random "
+                     f"networks: Pearson r = {_num(chk.get('pearson_r'), '{:.4f}')}, mean relative "
+                     f"error {_num(chk.get('mean_rel_error'), scale=100)} % (paper: r = 0.993).")
+    if (out / "lut_check.png").is_file():
+        lines += ["", "![LUT correlation](lut_check.png)"]
+    lines.append("")
+    path = out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _load_json(p: Path) -> dict | None:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _format_arch(path: Path) -> str:
+    from fasterseg.arch import load_arch
+
+    arch = load_arch(path)
+    out = [f"stem ratio {arch.stem_ratio}, head ratio {arch.head_ratio}, "
+           f"{arch.shared_prefix()} shared leading cells"]
+    for b in arch.branches:
+        cells = ", ".join(f"{c.op}{'/s2' if c.stride == 2 else ''}:{c.ratio}" for c in b.cells)
+        out.append(f"1/{b.output_rate}: {cells}")
+    return "\n".join(out)

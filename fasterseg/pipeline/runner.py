@@ -1,0 +1,134 @@
+"""Run pipeline stages as subprocesses of the CLI, skipping finished ones.
+
+Each stage runs ``python -m fasterseg.cli.main <command> ... --json`` with its output in
+``OUT/logs/<stage>.log``; its last stdout line (the command's JSON result) becomes the stage
+marker ``OUT/stages/<stage>.json``. Subprocesses keep memory bounded (each stage frees everything
+it allocated) and make Ctrl-C behave: the running command saves its checkpoint and the pipeline
+stops with exit 130; the same command later resumes there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from fasterseg.errors import UserError
+from fasterseg.pipeline.stages import Stage
+from fasterseg.utils.io import write_json
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """The user pressed Ctrl-C during a stage; its command saved what it could."""
+
+
+def marker_path(out: Path, stage: Stage) -> Path:
+    return out / "stages" / f"{stage.name}.json"
+
+
+def is_done(out: Path, stage: Stage) -> bool:
+    return marker_path(out, stage).is_file()
+
+
+def load_marker(out: Path, name: str) -> dict | None:
+    p = out / "stages" / f"{name}.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _resumable(stage: Stage) -> bool:
+    d = stage.run_dir
+    return bool(d and d.is_dir() and any(d.glob("*.pt")))
+
+
+def stage_argv(stage: Stage) -> list[str]:
+    argv = list(stage.argv)
+    if _resumable(stage):
+        argv += ["--resume", str(stage.run_dir)]
+    return argv
+
+
+def run_stage(
+    out: Path, stage: Stage, echo: Callable[[str], None] | None = None, env: dict | None = None
+) -> dict:
+    """Run one stage; returns its JSON result (also written as the stage marker)."""
+    missing = [str(p) for p in stage.needs if not p.exists()]
+    if missing:
+        raise UserError(f"stage {stage.name} needs {missing[0]}, which an earlier stage should have made")
+    if stage.func is not None:
+        result = stage.func()
+        write_json(marker_path(out, stage), result)
+        return result
+    log_path = out / "logs" / f"{stage.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = stage_argv(stage)
+    cmd = [sys.executable, "-m", "fasterseg.cli.main", *argv]
+    tail: deque[str] = deque(maxlen=20)
+    last_json = None
+    child_env = {**os.environ, **(env or {})}
+    with open(log_path, "a") as log:
+        log.write(f"$ fasterseg {' '.join(argv)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+            bufsize=1,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip())
+                if echo:
+                    echo(line.rstrip())
+                s = line.strip()
+                if s.startswith("{") and s.endswith("}"):
+                    try:
+                        last_json = json.loads(s)
+                    except json.JSONDecodeError:
+                        pass
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()
+            raise StageInterrupted(stage.name) from None
+    if rc == 130:
+        raise StageInterrupted(stage.name)
+    if rc != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "")
+        raise UserError(f"stage {stage.name} failed (exit {rc}): {last}  [log: {log_path}]")
+    result = last_json if isinstance(last_json, dict) else {}
+    write_json(marker_path(out, stage), result)
+    return result
+
+
+def run_stages(
+    out: Path,
+    stages: list[Stage],
+    estimates: dict[str, float],
+    say: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Run every unfinished stage in order, printing one progress line per stage."""
+    results: dict[str, dict] = {}
+    n = len(stages)
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i:2d}/{n}] {stage.name:<18}"
+        if is_done(out, stage):
+            say(f"{head} done already (skipped)")
+            results[stage.name] = load_marker(out, stage.name) or {}
+            continue
+        est = estimates.get(stage.name)
+        resume = " (resuming)" if _resumable(stage) else ""
+        say(f"{head} {stage.title}{resume}" + (f", ~{est:.0f} s" if est else "") + " ...")
+        t0 = time.perf_counter()
+        results[stage.name] = run_stage(out, stage, echo)
+        say(f"{'':<{len(head)}} done in {time.perf_counter() - t0:.0f} s")
+    return results
