@@ -69,7 +69,9 @@ def stage_times(ds, reps: int = 8) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=int, default=6, help="full-size images written (default 6)")
     ap.add_argument("--iters", type=int, default=24, help="timed batches (default 24)")
     ap.add_argument("--batch", type=int, default=4)

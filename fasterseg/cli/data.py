@@ -44,7 +44,9 @@ def register(subparsers, parents) -> None:
     c.add_argument("root", help="dataset root folder")
     c.add_argument("--preset", required=True, choices=PRESET_CHOICES, help="dataset layout")
     c.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
-    c.add_argument("--dataset-yaml", help="folder preset: dataset.yaml path (default ROOT/dataset.yaml)")
+    c.add_argument(
+        "--dataset-yaml", help="folder preset: dataset.yaml path (default ROOT/dataset.yaml)"
+    )
     c.add_argument("--workers", type=int, default=0, help="processes that decode files (default 0)")
     c.add_argument("--max-rows", type=int, default=50, help="problem rows printed (default 50)")
     add_json(c)

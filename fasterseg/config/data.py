@@ -48,9 +48,13 @@ class DataConfig:
         if min(self.crop_size) <= 0:
             raise UserError(f"config: data.crop_size must be positive, got {self.crop_size}")
         if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise UserError(f"config: data.scale_range must be 0 < lo <= hi, got {self.scale_range}")
+            raise UserError(
+                f"config: data.scale_range must be 0 < lo <= hi, got {self.scale_range}"
+            )
         if min(self.synthetic_size) < 8:
-            raise UserError(f"config: data.synthetic_size must be at least 8x8, got {self.synthetic_size}")
+            raise UserError(
+                f"config: data.synthetic_size must be at least 8x8, got {self.synthetic_size}"
+            )
         if self.workers < 0 or self.jitter < 0:
             raise UserError("config: data.workers and data.jitter must be >= 0")
         if not self.scales or min(self.scales) <= 0:

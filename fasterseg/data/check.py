@@ -53,7 +53,8 @@ def _check_pair(item, preset: str, spec, num_classes: int) -> dict:
         )  # fmt: skip
     lut = presets.label_lut(preset, lab_path, spec)
     if stored.size and int(stored.max()) >= len(lut):
-        out["problems"].append(("bad_label_values", lab_path, f"value {int(stored.max())} out of range"))
+        detail = f"value {int(stored.max())} out of range"
+        out["problems"].append(("bad_label_values", lab_path, detail))
         return out
     mapped = lut[stored].astype(np.int64)
     bad = mapped < 0
@@ -81,7 +82,8 @@ def check_dataset(
     if preset == "synthetic":
         raise UserError("the synthetic preset has no files to check (use a real dataset root)")
     if preset not in presets.PRESETS:
-        raise UserError(f"unknown dataset preset {preset!r} (choose from {', '.join(presets.PRESETS)})")
+        choices = ", ".join(presets.PRESETS)
+        raise UserError(f"unknown dataset preset {preset!r} (choose from {choices})")
     root = Path(root)
     spec = None
     if preset == "folder":
@@ -113,12 +115,15 @@ def check_dataset(
 
     for split in splits:
         disc = presets.discover(preset, root, split, spec)
-        info = {"images": len(disc.images), "labels": len(disc.labels), "has_labels": disc.has_labels}
+        info = {
+            "images": len(disc.images), "labels": len(disc.labels), "has_labels": disc.has_labels
+        }
         split_info[split] = info
         if not disc.images:
             add(split, "empty_split", disc.image_dir, "no images found")
         if not disc.has_labels:
-            notes.append(f"split {split!r} has no label folder ({rel(Path(disc.label_dir))}): images only")
+            lab_dir = rel(Path(disc.label_dir))
+            notes.append(f"split {split!r} has no label folder ({lab_dir}): images only")
         for n in disc.missing_labels():
             add(split, "missing_label", disc.images[n], f"no label found in {rel(disc.label_dir)}")
         for n in disc.missing_images():
@@ -149,7 +154,8 @@ def check_dataset(
         "class_names": list(label_set.class_names),
         "class_pixels": {n: int(c) for n, c in zip(label_set.class_names, counts[:nc])},
         "class_frequency": {
-            n: (float(c) / total if total else 0.0) for n, c in zip(label_set.class_names, counts[:nc])
+            n: (float(c) / total if total else 0.0)
+            for n, c in zip(label_set.class_names, counts[:nc])
         },
         "ignore_pixels": int(counts[nc]),
         "sizes": dict(sizes),
@@ -181,7 +187,8 @@ def format_report(report: dict, max_rows: int = 50) -> str:
     for split, info in report["splits"].items():
         lines.append(f"  {split:<12}{info['images']:>8}{info['labels']:>8}")
     if report["sizes"]:
-        sz = ", ".join(f"{k} ({v})" for k, v in sorted(report["sizes"].items(), key=lambda kv: -kv[1]))
+        by_count = sorted(report["sizes"].items(), key=lambda kv: -kv[1])
+        sz = ", ".join(f"{k} ({v})" for k, v in by_count)
         lines.append(f"image sizes: {sz}")
     if report["not_divisible_by_32"]:
         lines.append(
@@ -196,7 +203,8 @@ def format_report(report: dict, max_rows: int = 50) -> str:
         for name, c in report["class_pixels"].items():
             lines.append(f"  {name:<16}{100.0 * c / total:7.2f}%  {c}")
         all_px = total + report["ignore_pixels"]
-        lines.append(f"  {'(ignore)':<16}{100.0 * report['ignore_pixels'] / all_px:7.2f}% of all pixels")
+        share = 100.0 * report["ignore_pixels"] / all_px
+        lines.append(f"  {'(ignore)':<16}{share:7.2f}% of all pixels")
     probs = report["problems"]
     if not probs:
         lines.append("OK: no problems found")

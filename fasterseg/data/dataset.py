@@ -41,7 +41,9 @@ def get_label_set(cfg: DataConfig) -> LabelSet:
 _SENTINEL = 254  # never a train id: at most 254 classes (0..253), 255 = ignore
 
 
-def apply_lut(stored: np.ndarray, lut: np.ndarray, path: Path | str, label_set: LabelSet) -> np.ndarray:
+def apply_lut(
+    stored: np.ndarray, lut: np.ndarray, path: Path | str, label_set: LabelSet
+) -> np.ndarray:
     """Stored label values -> uint8 train ids; values outside the classes/ignore name the file."""
     if stored.dtype == np.uint8 and label_set.num_classes <= _SENTINEL:
         # Fast path (PIL's C point() is ~4x faster than numpy fancy indexing on 2 MP labels):
@@ -69,7 +71,8 @@ def apply_lut(stored: np.ndarray, lut: np.ndarray, path: Path | str, label_set: 
 class _Base(Dataset):
     def __init__(self, cfg: DataConfig, split: str, train: bool, label_set: LabelSet):
         self.cfg, self.split, self.train, self.label_set = cfg, split, train, label_set
-        self.transform = TrainTransform.from_config(cfg) if train else EvalTransform.from_config(cfg)
+        tf = TrainTransform if train else EvalTransform
+        self.transform = tf.from_config(cfg)
         self.files: list[tuple[Path, Path | None]] = []
 
     def _rng(self, seed: int | None) -> np.random.Generator:
@@ -148,7 +151,9 @@ class SyntheticDataset(_Base):
         self.size = tuple(cfg.synthetic_size)
         self.length = cfg.synthetic_train if split == cfg.train_split else cfg.synthetic_val
         if self.length <= 0:
-            raise UserError(f"synthetic: split {split!r} has {self.length} scenes; set data.synthetic_*")
+            raise UserError(
+                f"synthetic: split {split!r} has {self.length} scenes; set data.synthetic_*"
+            )
         self.names = [f"synth_{i:05d}" for i in range(self.length)]
 
     def __len__(self) -> int:
@@ -167,5 +172,6 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> FileDataset | Syn
     if cfg.preset == "synthetic":
         return SyntheticDataset(cfg, split, train)
     if cfg.preset not in presets.PRESETS:
-        raise UserError(f"unknown dataset preset {cfg.preset!r} (choose from {', '.join(presets.PRESETS)})")
+        choices = ", ".join(presets.PRESETS)
+        raise UserError(f"unknown dataset preset {cfg.preset!r} (choose from {choices})")
     return FileDataset(cfg, split, train)

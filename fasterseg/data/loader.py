@@ -147,7 +147,9 @@ def build_train_loader(
     API symmetry: batches are always full because the epoch length is fixed.
     """
     if batch_size < 1 or iters_per_epoch < 1:
-        raise UserError(f"batch_size and iters_per_epoch must be >= 1, got {batch_size}, {iters_per_epoch}")
+        raise UserError(
+            f"batch_size and iters_per_epoch must be >= 1, got {batch_size}, {iters_per_epoch}"
+        )
     if not 0 <= start_iter <= iters_per_epoch:
         raise UserError(f"start_iter {start_iter} is outside 0..{iters_per_epoch}")
     r, w = _dist_info(distributed, rank, world_size)

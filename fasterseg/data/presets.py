@@ -142,10 +142,13 @@ def load_folder_spec(path: str | Path) -> FolderSpec:
     if palette is None:
         palette = default_palette(len(classes))
     else:
-        ok = isinstance(palette, list) and len(palette) == len(classes) and all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-            for c in palette
-        )  # fmt: skip
+        def rgb(c) -> bool:
+            return isinstance(c, (list, tuple)) and len(c) == 3 and all(
+                isinstance(v, int) and 0 <= v <= 255 for v in c
+            )
+
+        ok = isinstance(palette, list) and len(palette) == len(classes)
+        ok = ok and all(rgb(c) for c in palette)
         if not ok:
             raise UserError(f"{p}: `palette` must list one [r, g, b] (0..255) per class")
     ignore = d.get("ignore_index", IGNORE_INDEX)
@@ -203,7 +206,9 @@ def _check_root(preset: str, root) -> Path:
         raise UserError(f"{preset}: data.root is required (expected layout: {LAYOUTS[preset]})")
     r = Path(root).expanduser()
     if not r.is_dir():
-        raise UserError(f"{preset}: dataset root {r} does not exist (expected layout: {LAYOUTS[preset]})")
+        raise UserError(
+            f"{preset}: dataset root {r} does not exist (expected layout: {LAYOUTS[preset]})"
+        )
     return r
 
 
@@ -259,7 +264,9 @@ def discover(preset: str, root, split: str, spec: FolderSpec | None = None) -> D
     def missing() -> UserError:
         have = available_splits(preset, r)
         found = f"splits found: {', '.join(have)}" if have else "no split found"
-        return UserError(f"{preset}: split {split!r} not found under {r} ({found}); expected {layout}")
+        return UserError(
+            f"{preset}: split {split!r} not found under {r} ({found}); expected {layout}"
+        )
 
     if preset == "cityscapes":
         img_dir, lab_dir = r / "leftImg8bit" / split, r / "gtFine" / split
@@ -324,7 +331,9 @@ _CITYSCAPES_IDS_LUT = build_lut(CITYSCAPES_LABEL_ID_TO_TRAIN_ID)
 _CAMVID_LUT = build_lut(identity_mapping(11, CAMVID_VOID))
 
 
-def pair_files(disc: Discovery, preset: str, require_labels: bool) -> list[tuple[Path, Path | None]]:
+def pair_files(
+    disc: Discovery, preset: str, require_labels: bool
+) -> list[tuple[Path, Path | None]]:
     """Strict pairing for training/evaluation: every image needs its label (names one if not)."""
     if not disc.images:
         raise UserError(

@@ -177,7 +177,8 @@ def _ground(s: _Scene, p: dict) -> None:
     # Curb (lighter band) and sidewalk tiles.
     curb = side & (absa < p["rw"] + 0.18)
     sh[curb] = 1.35
-    tile = side & ((np.mod(a / p["tile"], 1.0) < 0.07) | (np.mod(dg / p["tile"], 1.0) < 0.07)[:, None])
+    tile_rows = (np.mod(dg / p["tile"], 1.0) < 0.07)[:, None]
+    tile = side & ((np.mod(a / p["tile"], 1.0) < 0.07) | tile_rows)
     sh[tile] = 0.8
     # A facade shades part of the street (sun from one side).
     if p["shadow"] is not None:
@@ -278,7 +279,8 @@ def _car(s: _Scene, x: float, d: float, colour: np.ndarray, rng: np.random.Gener
                 s.paint(b, m, CAR, colour * 0.8)
                 sh = s.shade[ya:yb, xa:xb]
                 sh[m & (zz > 1.05)] = 0.35  # side windows
-                wheel = m & (zz < 0.4) & (((tt > 0.08) & (tt < 0.25)) | ((tt > 0.75) & (tt < 0.92)))[None, :]
+                axle = ((tt > 0.08) & (tt < 0.25)) | ((tt > 0.75) & (tt < 0.92))
+                wheel = m & (zz < 0.4) & axle[None, :]
                 sh[wheel] = 0.2
     # Rear (or front) face at depth d.
     s.rect(x - hw + 0.08, x - hw + 0.4, 0.0, 0.4, d, CAR, dark)
@@ -312,7 +314,8 @@ def _pole(s: _Scene, x: float, d: float, rng: np.random.Generator, sign: bool) -
         sw = rng.uniform(0.3, 0.45)
         zc = rng.uniform(2.3, min(hp, 3.2))
         col = _SIGN_COLOURS[rng.integers(0, len(_SIGN_COLOURS))]
-        s.rect(x - sw, x + sw, zc - sw, zc + sw, d - 0.05, SIGN, col, ellipse=bool(rng.random() < 0.5))
+        round_sign = bool(rng.random() < 0.5)
+        s.rect(x - sw, x + sw, zc - sw, zc + sw, d - 0.05, SIGN, col, ellipse=round_sign)
 
 
 def _tree(s: _Scene, x: float, d: float, p: dict, rng: np.random.Generator) -> None:
@@ -328,7 +331,8 @@ def _tree(s: _Scene, x: float, d: float, p: dict, rng: np.random.Generator) -> N
 
 def _params(rng: np.random.Generator) -> dict:
     def tint(base, spread):
-        return (np.asarray(base, np.float32) * rng.uniform(1 - spread, 1 + spread, 3)).astype(np.float32)
+        factor = rng.uniform(1 - spread, 1 + spread, 3)
+        return (np.asarray(base, np.float32) * factor).astype(np.float32)
 
     rw = rng.uniform(3.5, 7.5)
     lanes = int(max(1, round(rw / 1.8)))
@@ -339,7 +343,7 @@ def _params(rng: np.random.Generator) -> dict:
         "c0": rng.uniform(-0.6, 0.6) * rw,
         "swl": rng.uniform(1.5, 4.5),
         "swr": rng.uniform(1.5, 4.5),
-        "gap": {-1: rng.choice([0.0, rng.uniform(0.5, 6)]), 1: rng.choice([0.0, rng.uniform(0.5, 6)])},
+        "gap": {side: rng.choice([0.0, rng.uniform(0.5, 6)]) for side in (-1, 1)},
         "marks": marks,
         "dash": rng.uniform(6, 12),
         "edge_lines": bool(rng.random() < 0.5),
@@ -406,7 +410,8 @@ def generate_scene(
     objs.sort(key=lambda o: -o[2])
     for kind, xc, d in objs:
         if kind == "car":
-            _car(s, xc, d, _CAR_COLOURS[rng.integers(0, len(_CAR_COLOURS))] * np.float32(rng.uniform(0.8, 1.1)), rng)
+            colour = _CAR_COLOURS[rng.integers(0, len(_CAR_COLOURS))]
+            _car(s, xc, d, colour * np.float32(rng.uniform(0.8, 1.1)), rng)
         elif kind == "person":
             _person(s, xc, d, rng)
         elif kind == "pole":

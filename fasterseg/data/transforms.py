@@ -157,7 +157,8 @@ class TrainTransform:
             region, lab = region[:, ::-1], lab[:, ::-1]
         region = jitter(region, self.jitter, rng)
         out = torch.zeros(3, ch, cw)
-        out[:, oy : oy + hh, ox : ox + ww] = _normalize_hwc(region, self.mean, self.std).permute(2, 0, 1)
+        x = _normalize_hwc(region, self.mean, self.std)
+        out[:, oy : oy + hh, ox : ox + ww] = x.permute(2, 0, 1)
         out_l = torch.full((ch, cw), self.ignore_index, dtype=torch.long)
         out_l[oy : oy + hh, ox : ox + ww] = torch.from_numpy(_writable(lab)).long()
         k = self.label_downsample

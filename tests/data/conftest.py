@@ -71,7 +71,8 @@ def bdd_root(tmp_path: Path) -> Path:
         for k in range(2):
             name = f"{split[0]}{k:04d}-abc"
             write_jpg(root / "images" / "10k" / split / f"{name}.jpg", image(k))
-            write_png(root / "labels" / "sem_seg" / "masks" / split / f"{name}.png", label(range(19), k))
+            masks = root / "labels" / "sem_seg" / "masks" / split
+            write_png(masks / f"{name}.png", label(range(19), k))
     return root
 
 
@@ -82,7 +83,8 @@ def bdd_old_root(tmp_path: Path) -> Path:
         for k in range(2):
             name = f"{split[0]}{k:04d}"
             write_jpg(root / "seg" / "images" / split / f"{name}.jpg", image(k))
-            write_png(root / "seg" / "labels" / split / f"{name}_train_id.png", label([0, 5, 18, 255], k))
+            labels = root / "seg" / "labels" / split
+            write_png(labels / f"{name}_train_id.png", label([0, 5, 18, 255], k))
     return root
 
 
@@ -109,4 +111,6 @@ def tools():
     """Helpers for tests that write their own files (importlib mode cannot import conftest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(write_png=write_png, write_jpg=write_jpg, image=image, label=label, H=H, W=W)
+    return SimpleNamespace(
+        write_png=write_png, write_jpg=write_jpg, image=image, label=label, H=H, W=W
+    )

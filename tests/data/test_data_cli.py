@@ -66,7 +66,8 @@ def test_check_reports_every_problem_kind(camvid_root, tools, capsys):
 def test_check_user_errors_exit_1(tmp_path, camvid_root, capsys):
     rc, out, err = run(capsys, "data", "check", str(tmp_path / "nope"), "--preset", "cityscapes")
     assert rc == 1 and "does not exist" in err and "leftImg8bit" in err and "Traceback" not in err
-    rc, _, err = run(capsys, "data", "check", str(camvid_root), "--preset", "camvid", "--split", "x")
+    rc, _, err = run(capsys, "data", "check", str(camvid_root), "--preset", "camvid",
+                     "--split", "x")  # fmt: skip
     assert rc == 1 and "split 'x' not found" in err
     rc, _, err = run(capsys, "data", "check", str(tmp_path), "--preset", "folder")
     assert rc == 1 and "dataset.yaml" in err

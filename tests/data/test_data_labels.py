@@ -26,7 +26,8 @@ def test_label_ids_to_train_ids_every_id():
     for i in range(34):
         assert out.flat[i] == OFFICIAL.get(i, 255), i
     assert cityscapes_label_ids_to_train_ids(np.array([[255]], np.uint8))[0, 0] == 255
-    assert sorted(v for v in CITYSCAPES_LABEL_ID_TO_TRAIN_ID.values() if v != 255) == list(range(19))
+    evaluated = sorted(v for v in CITYSCAPES_LABEL_ID_TO_TRAIN_ID.values() if v != 255)
+    assert evaluated == list(range(19))
 
 
 def test_train_id_to_label_id_roundtrip():
@@ -51,7 +52,8 @@ def test_builtin_label_sets_need_no_files():
 def test_num_classes_mismatch_is_user_error():
     with pytest.raises(UserError, match="num_classes"):
         get_label_set(DataConfig(preset="cityscapes", root="/x", num_classes=11))
-    assert get_label_set(DataConfig(preset="cityscapes", root="/x", num_classes=19)).num_classes == 19
+    ok = DataConfig(preset="cityscapes", root="/x", num_classes=19)
+    assert get_label_set(ok).num_classes == 19
 
 
 def test_colorize_palette_and_ignore():

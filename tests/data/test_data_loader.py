@@ -19,7 +19,8 @@ def same(a, b):
     return (
         len(a) == len(b)
         and all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b))
-        and all(torch.equal(x["label"], y["label"]) and x["name"] == y["name"] for x, y in zip(a, b))
+        and all(torch.equal(x["label"], y["label"]) for x, y in zip(a, b))
+        and all(x["name"] == y["name"] for x, y in zip(a, b))
     )
 
 
@@ -57,10 +58,12 @@ def test_same_batches_with_worker_processes(ds):
 
 
 def test_distributed_ranks_are_disjoint_and_deterministic():
-    order, _ = epoch_order(10, 12, seed=0, epoch=0)
     ds = build_dataset(CFG, "train", train=True)
-    r0 = [n for b in build_train_loader(ds, 2, 3, seed=0, epoch=0, rank=0, world_size=2) for n in b["name"]]
-    r1 = [n for b in build_train_loader(ds, 2, 3, seed=0, epoch=0, rank=1, world_size=2) for n in b["name"]]
+    def names(rank):
+        loader = build_train_loader(ds, 2, 3, seed=0, epoch=0, rank=rank, world_size=2)
+        return [n for b in loader for n in b["name"]]
+
+    r0, r1 = names(0), names(1)
     order, _ = epoch_order(len(ds), 12, seed=0, epoch=0)
     assert r0 == [ds.names[i] for i in order[0::2]] and r1 == [ds.names[i] for i in order[1::2]]
     with pytest.raises(UserError, match="not initialised"):

@@ -48,7 +48,9 @@ def test_colour_alone_is_not_enough():
 
 
 def test_synthetic_dataset_split_sizes_and_names():
-    cfg = DataConfig(synthetic_size=(48, 96), synthetic_train=5, synthetic_val=3, crop_size=(32, 64))
+    cfg = DataConfig(
+        synthetic_size=(48, 96), synthetic_train=5, synthetic_val=3, crop_size=(32, 64)
+    )
     tr, va = build_dataset(cfg, "train", True), build_dataset(cfg, "val", False)
     assert len(tr) == 5 and len(va) == 3 and tr.label_set.num_classes == 11
     s = va[2]
