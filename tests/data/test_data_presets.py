@@ -148,3 +148,28 @@ def test_test_split_without_labels_for_eval(bdd_root, tools):
     assert ds.files[0][1] is None and (ds[0]["label"] == 255).all()
     with pytest.raises(UserError, match="no label folder"):
         build_dataset(cfg("bdd100k", bdd_root), "test", train=True)
+
+
+def test_example_dataset_yaml_parses():
+    from pathlib import Path
+
+    from fasterseg.data.presets import load_folder_spec
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "data" / "dataset.yaml"
+    spec = load_folder_spec(path)
+    assert spec.label_set.num_classes == 7 and len(spec.label_set.palette) == 7
+    assert spec.label_suffix == ".png" and spec.ignore_value == 255
+
+
+def test_folder_with_custom_suffixes(tmp_path, tools):
+    root = tmp_path / "cs_like"
+    tools.write_png(root / "images" / "val" / "x_leftImg8bit.png", tools.image(0))
+    tools.write_png(root / "labels" / "val" / "x_gtFine_labelTrainIds.png", tools.label([0, 1], 0))
+    tools.write_png(root / "labels" / "val" / "x_gtFine_color.png", tools.image(1))
+    (root / "dataset.yaml").write_text(
+        "classes: [a, b]\nimage_suffix: _leftImg8bit.png\n"
+        "label_suffix: _gtFine_labelTrainIds.png\n"
+    )
+    ds = build_dataset(cfg("folder", root), "val", train=False)
+    assert len(ds) == 1 and ds[0]["name"] == "x"
+    assert ds.files[0][1].name == "x_gtFine_labelTrainIds.png"
