@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fasterseg.errors import UserError
@@ -109,6 +110,10 @@ def run(args) -> int:
         label_set = ds.label_set
         num_classes = data_cfg.num_classes or label_set.num_classes
         model, minfo = ckpt_io.load_model(spec, num_classes=num_classes, device=info.device)
+        trained_on = (minfo.get("label_set") or {}).get("name")
+        if trained_on and trained_on != label_set.name and info.is_main:
+            print(f"warning: {spec} was trained on {trained_on!r} labels, evaluating on "
+                  f"{label_set.name!r}: class ids may not correspond", file=sys.stderr)
         loader = build_eval_loader(ds, workers=data_cfg.workers, distributed=info.enabled)
         writer = None
         if args.save_pred:

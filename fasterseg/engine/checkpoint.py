@@ -56,7 +56,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         n = state["numpy"]
         keys = np.asarray(n["keys"].numpy() if isinstance(n["keys"], torch.Tensor) else n["keys"])
         np.random.set_state(
-            (n["name"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]), float(n["cached_gaussian"]))
+            (n["name"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+             float(n["cached_gaussian"]))
         )
     if "torch" in state:
         torch.set_rng_state(state["torch"].cpu())
@@ -94,8 +95,10 @@ def _check_plain(obj: Any, where: str) -> None:
     raise TypeError(f"{where}: {type(obj).__name__} cannot be loaded with weights_only=True")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing or foreign file is a ``UserError``."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load with ``weights_only=True``; a missing or foreign file is a ``UserError``."""
     p = Path(path)
     if p.is_dir():
         for name in ("best.pt", "last.pt"):

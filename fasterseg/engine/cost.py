@@ -54,8 +54,9 @@ class CostEstimate:
         return (
             f"cost estimate: {self.seconds_per_iter:.3f} s/iter (over {self.measured_iters} iters) "
             f"-> {format_duration(self.epoch_seconds)}/epoch, "
-            f"{format_duration(self.total_seconds)} total ({format_duration(self.remaining_seconds)} "
-            f"left, training only), peak memory {self.peak_memory_mb:.0f} MiB"
+            f"{format_duration(self.total_seconds)} total "
+            f"({format_duration(self.remaining_seconds)} left, training only), "
+            f"peak memory {self.peak_memory_mb:.0f} MiB"
         )
 
     def to_dict(self) -> dict:

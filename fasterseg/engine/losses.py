@@ -17,7 +17,7 @@ KDReduction = Literal["pixel", "official"]
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
-    """A zero that still has a graph to the logits, so ``backward()`` works on all-ignore batches."""
+    """A zero with a graph to the logits, so ``backward()`` works on all-ignore batches."""
     return logits.sum() * 0.0
 
 
@@ -31,7 +31,9 @@ class OhemCrossEntropy:
     A batch with no valid pixel returns a zero loss that still backpropagates.
     """
 
-    def __init__(self, thresh: float = 0.7, min_kept_ratio: float = 1 / 16, ignore_index: int = 255):
+    def __init__(
+        self, thresh: float = 0.7, min_kept_ratio: float = 1 / 16, ignore_index: int = 255
+    ):
         self.thresh = float(thresh)
         self.min_kept_ratio = float(min_kept_ratio)
         self.ignore_index = ignore_index

@@ -67,7 +67,9 @@ def _check_amp(amp: str, device: torch.device) -> None:
         raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
 
 
-def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
+def load_teacher(
+    path: str, num_classes: int, device: torch.device, channels_last: bool
+) -> nn.Module:
     """Frozen teacher in eval mode, its architecture rebuilt from the checkpoint's arch dict."""
     teacher, info = ckpt_io.load_model(path, num_classes=num_classes, device=device)
     if info["source"] != "checkpoint":
@@ -82,10 +84,6 @@ def load_teacher(path: str, num_classes: int, device: torch.device, channels_las
 
 def _lr_at(cfg_train, epoch: int) -> float:
     return cfg_train.lr * cfg_train.lr_decay**epoch
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _eval_due(cfg_train, epoch_done: int) -> bool:
@@ -144,14 +142,17 @@ def train(
             model = build_model(state["arch"], num_classes=int(state["num_classes"]))
             model.load_state_dict(state["model"])
             if int(state["num_classes"]) != num_classes:
-                raise UserError(f"{run_dir}/last.pt has {state['num_classes']} classes, data has {num_classes}")
+                raise UserError(f"{run_dir}/last.pt has {state['num_classes']} classes, "
+                                f"the data has {num_classes}")
         else:
             model = create_model(tc.arch, num_classes=num_classes)
         model.to(device)
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
         arch_dict = ckpt_io.arch_to_dict(model.arch)
-        teacher = load_teacher(tc.teacher, num_classes, device, tc.channels_last) if tc.teacher else None
+        teacher = None
+        if tc.teacher:
+            teacher = load_teacher(tc.teacher, num_classes, device, tc.channels_last)
 
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                     weight_decay=tc.weight_decay)
@@ -176,8 +177,9 @@ def train(
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[device.index] if device.type == "cuda" else None)
 
-        criterion = SegLoss(OhemCrossEntropy(tc.ohem_thresh, tc.ohem_min_kept_ratio,
-                                             getattr(label_set, "ignore_index", 255)), tc.aux_weight)
+        ignore = getattr(label_set, "ignore_index", 255)
+        ohem = OhemCrossEntropy(tc.ohem_thresh, tc.ohem_min_kept_ratio, ignore)
+        criterion = SegLoss(ohem, tc.aux_weight)
         label_dict = ckpt_io.label_set_to_dict(label_set)
         config_dict = to_dict(cfg)
 
@@ -265,19 +267,19 @@ def train(
                         ctx = contextlib.nullcontext() if sync else net.no_sync()
                         with ctx:
                             with _amp_context(tc.amp, device):
-                                outputs = net(x)
+                                outputs = _forward_train(net, x)
                                 loss, parts = criterion(outputs, y)
                                 if teacher is not None:
                                     with torch.no_grad():
                                         t_logits = teacher(x)
-                                    main = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-                                    kd = kd_loss(main, t_logits, tc.kd_reduction)
+                                    kd = kd_loss(_main(outputs), t_logits, tc.kd_reduction)
                                     parts["kd"] = kd.detach()
                                     loss = loss + tc.kd_weight * kd
                             nonfinite.fill_(0.0 if torch.isfinite(loss.detach()) else 1.0)
                             D.all_reduce_max(nonfinite)
                             if nonfinite.item():
-                                raise TrainingDiverged(_diverged_message(run_dir, epoch, it, pos["step"], loss, lr))
+                                msg = _diverged_message(run_dir, epoch, it, pos["step"], loss, lr)
+                                raise TrainingDiverged(msg)
                             scaler.scale(loss / tc.accumulate).backward()
                         step_loss += float(loss.detach()) / tc.accumulate
                         for k, v in parts.items():
@@ -301,14 +303,18 @@ def train(
                         cost = est.to_dict()
                         if info.is_main:
                             logger.info("%s", est.describe())
-                            rundir.append_metrics(run_dir, {"type": "cost", "step": pos["step"], **cost})
+                            rundir.append_metrics(run_dir,
+                                                  {"type": "cost", "step": pos["step"], **cost})
                     if info.is_main and tc.log_every and pos["step"] % tc.log_every == 0:
-                        rundir.append_metrics(run_dir, {"type": "iter", "epoch": epoch + 1, "iter": it + 1,
-                                                        "step": pos["step"], "lr": lr, "loss": step_loss,
-                                                        **{f"loss_{k}": v for k, v in parts_acc.items()}})
-                    if tc.save_every and pos["step"] % tc.save_every == 0 and it + 1 < tc.iters_per_epoch:
+                        rec = {"type": "iter", "epoch": epoch + 1, "iter": it + 1,
+                               "step": pos["step"], "lr": lr, "loss": step_loss}
+                        rec.update({f"loss_{k}": v for k, v in parts_acc.items()})
+                        rundir.append_metrics(run_dir, rec)
+                    mid_epoch = it + 1 < tc.iters_per_epoch
+                    if tc.save_every and pos["step"] % tc.save_every == 0 and mid_epoch:
                         save("last.pt")
-                    if budget_s is not None and _agree(time.perf_counter() - t_start > budget_s, device):
+                    over = budget_s is not None and time.perf_counter() - t_start > budget_s
+                    if budget_s is not None and _agree(over, device):
                         out_of_time = True
                         break
                 bar.close()
@@ -341,9 +347,13 @@ def train(
                         write_json(run_dir / "best.json", best)
                     history.append(record)
                     rundir.append_metrics(run_dir, record)
-                    rundir.write_summary(run_dir, [{k: v for k, v in r.items() if k != "type"} for r in history])
-                    logger.info("epoch %d/%d  loss %.4f  lr %.2e%s", epoch + 1, tc.epochs, train_loss, lr,
-                                f"  val mIoU {100 * last_eval['miou']:.2f}" if "val_miou" in record else "")
+                    rows = [{k: v for k, v in r.items() if k != "type"} for r in history]
+                    rundir.write_summary(run_dir, rows)
+                    val = ""
+                    if "val_miou" in record:
+                        val = f"  val mIoU {100 * record['val_miou']:.2f}"
+                    logger.info("epoch %d/%d  loss %.4f  lr %.2e%s", epoch + 1, tc.epochs,
+                                train_loss, lr, val)
                 D.barrier()
                 if out_of_time:
                     logger.info("time budget of %.1f min reached after %d steps: stopped (resume "
@@ -363,12 +373,31 @@ def train(
         D.cleanup(info)
 
 
-def _diverged_message(run_dir: Path, epoch: int, it: int, step: int, loss: torch.Tensor, lr: float) -> str:
+def _main(outputs: Any) -> torch.Tensor:
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def _diverged_message(
+    run_dir: Path, epoch: int, it: int, step: int, loss: torch.Tensor, lr: float
+) -> str:
     last = run_dir / "last.pt"
     kept = f"last good checkpoint kept: {last}" if last.is_file() else "no checkpoint was saved yet"
     return (f"loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {it + 1} (after "
             f"{step} steps, lr {lr:.3g}); training stopped, {kept}. Try a lower train.lr, "
             "train.grad_clip or train.amp=off")
+
+
+def _forward_train(net: nn.Module, x: torch.Tensor):
+    try:
+        return net(x)
+    except ValueError as e:
+        if "Expected more than 1 value per channel" in str(e):
+            raise UserError(
+                f"batch {x.shape[0]} of {x.shape[-2]}x{x.shape[-1]} crops leaves a 1x1 feature "
+                "map, "
+                "which BatchNorm cannot normalise in training: raise train.batch_size or "
+                "data.crop_size") from None
+        raise
 
 
 def _agree(flag: bool, device: torch.device) -> bool:

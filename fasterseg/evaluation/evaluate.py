@@ -76,10 +76,10 @@ def evaluate(
                     if max_images is not None and images >= max_images:
                         break
                     img = imgs[b].to(device)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        probs = infer_image(
-                            model, img, flip=flip, scales=scales, window=window, num_classes=num_classes
-                        )
+                    use_amp = amp_dtype is not None
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        probs = infer_image(model, img, flip=flip, scales=scales, window=window,
+                                            num_classes=num_classes)
                     pred = probs.argmax(0)
                     if labels is not None:
                         cm.update(pred, labels[b].to(device))
@@ -110,7 +110,7 @@ def _sum_across_processes(n: int, device: torch.device) -> int:
 
 
 def format_table(metrics: dict) -> str:
-    """Per-class IoU/Acc table (percent) followed by the mean row, as printed by ``fasterseg eval``."""
+    """Per-class IoU/Acc table (percent) and the mean row, as printed by ``fasterseg eval``."""
     names = list(metrics["per_class_iou"])
     width = max([len(n) for n in names] + [5])
     lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
@@ -131,13 +131,18 @@ def _pct(v: float | None) -> str:
 
 
 def save_confusion(
-    confusion: torch.Tensor | np.ndarray, out_dir: str | Path, class_names: Sequence[str], plot: bool = False
+    confusion: torch.Tensor | np.ndarray,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    plot: bool = False,
 ) -> list[Path]:
     """Write ``confusion.npy`` and ``confusion.csv`` (rows = ground truth) and optionally a PNG."""
     from fasterseg.utils.io import atomic_write
 
     out = Path(out_dir)
-    mat = np.asarray(confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion, dtype=np.int64)
+    if isinstance(confusion, torch.Tensor):
+        confusion = confusion.cpu().numpy()
+    mat = np.asarray(confusion, dtype=np.int64)
     paths = [atomic_write(out / "confusion.npy", lambda f: np.save(f, mat), mode="wb")]
 
     def _csv(f) -> None:

@@ -18,8 +18,10 @@ import torch.nn.functional as F
 STRIDE = 32
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = STRIDE, value: float = 0.0) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad ``x`` [..., H, W] on the right/bottom so H and W are multiples; returns (padded, (H, W))."""
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int = STRIDE, value: float = 0.0
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``x`` [..., H, W] right/bottom to multiples of ``multiple``; returns (padded, (H, W))."""
     h, w = x.shape[-2:]
     ph = (multiple - h % multiple) % multiple
     pw = (multiple - w % multiple) % multiple
@@ -49,8 +51,10 @@ def _forward_flip(model: torch.nn.Module, x: torch.Tensor, flip: bool) -> torch.
     return probs
 
 
-def _sliding(model: torch.nn.Module, x: torch.Tensor, window: tuple[int, int], flip: bool, num_classes: int) -> torch.Tensor:
-    """Overlapping tiles of size ``window`` (stride 2/3 window); probabilities averaged on overlaps."""
+def _sliding(
+    model: torch.nn.Module, x: torch.Tensor, window: tuple[int, int], flip: bool, num_classes: int
+) -> torch.Tensor:
+    """Overlapping tiles of size ``window`` (stride 2/3 window); overlaps averaged."""
     _, _, h, w = x.shape
     wh, ww = window
     if h <= wh and w <= ww:

@@ -21,7 +21,9 @@ class ConfusionMatrix:
     mean (nanmean), like the official evaluator.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"
+    ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -37,7 +39,9 @@ class ConfusionMatrix:
         if pred.is_floating_point():
             pred = pred.argmax(dim=-3)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != label shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != label shape {tuple(target.shape)}"
+            )
         n = self.num_classes
         t = target.reshape(-1).to(self.mat.device, torch.int64)
         p = pred.reshape(-1).to(self.mat.device, torch.int64)
@@ -62,7 +66,7 @@ class ConfusionMatrix:
         iou = torch.where(union > 0, diag / union.clamp(min=1), torch.full_like(diag, math.nan))
         acc = torch.where(gt > 0, diag / gt.clamp(min=1), torch.full_like(diag, math.nan))
         total = m.sum().item()
-        names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
+        names = list(class_names) if class_names is not None else []
         if len(names) != self.num_classes:
             names = [str(i) for i in range(self.num_classes)]
         return {

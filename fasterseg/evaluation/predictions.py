@@ -105,6 +105,7 @@ class PredictionWriter:
                 _save_png(self._path("color", name), col)
             if self.overlay and image is not None:
                 rgb = denormalize(image, self.mean, self.std)
-                mix = (1 - self.alpha) * rgb.astype(np.float32) + self.alpha * col.astype(np.float32)
+                a = self.alpha
+                mix = (1 - a) * rgb.astype(np.float32) + a * col.astype(np.float32)
                 _save_png(self._path("overlay", name), mix.round().astype(np.uint8))
         self.count += 1

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -45,12 +44,14 @@ def test_train_writes_a_complete_run_dir(tmp_path, capsys):
     assert ck["epoch"] == 2 and ck["iter_in_epoch"] == 0 and ck["step"] == 8
     assert ck["label_set"]["name"] == "synthetic" and ck["num_classes"] == 11
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-    assert best["metric"]["name"] == "val_miou" and best["metric"]["epoch"] == 2
+    assert best["metric"]["name"] == "val_miou" and best["metric"]["epoch"] in (1, 2)
     env = json.loads((out / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["type"] == "iter"] == list(range(1, 9))
     assert any(r["type"] == "cost" and r["seconds_per_iter"] > 0 for r in records)
+    vals = [r["val_miou"] for r in records if r["type"] == "epoch"]
+    assert len(vals) == 2 and best["metric"]["value"] == max(vals)  # best.pt = best validation
     rows = (out / "summary.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 3
     # the checkpoint evaluates through `fasterseg eval` (JSON contract)
@@ -187,3 +188,45 @@ def test_predict_any_size_writes_label_pngs(tmp_path, capsys):
     assert lab.size == (70, 45) and lab.mode == "L"
     assert Image.open(out / "labels" / "sub" / "b.png").size == (40, 33)
     assert Image.open(out / "overlay" / "a.png").size == (70, 45)
+
+
+def test_distillation_bf16_accumulation_channels_last(tmp_path):
+    """One short run exercising the options: --teacher (KD), amp bf16, accumulation, channels_last."""
+    from fasterseg.engine.checkpoint import arch_to_dict, save_checkpoint
+    from fasterseg.models import create_model
+
+    t = create_model("fasterseg_student", num_classes=11)
+    teacher = save_checkpoint({"model": t.state_dict(), "arch": arch_to_dict(t.arch), "num_classes": 11},
+                              tmp_path / "teacher.pt")
+    out = tmp_path / "kd"
+    argv = ["train", *TINY, "--teacher", str(teacher), "--set", "train.epochs=1",
+            "--set", "train.iters_per_epoch=2", "--set", "train.accumulate=2",
+            "--set", "train.amp=bf16", "--set", "train.channels_last=true",
+            "--set", "train.kd_reduction=official", "--set", "train.eval_every=0", "--out", str(out)]
+    assert main(argv) == 0
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    iters = [r for r in recs if r["type"] == "iter"]
+    assert len(iters) == 2 and all(r["loss_kd"] > 0 for r in iters)
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["step"] == 2 and ck["data_position"]["start_iter"] == 0
+    assert ck["config"]["train"]["teacher"] == str(teacher)
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, monkeypatch, capsys):
+    from fasterseg.engine import losses
+
+    real = losses.SegLoss.__call__
+    calls = {"n": 0}
+
+    def interrupt(self, outputs, labels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, outputs, labels)
+
+    monkeypatch.setattr(losses.SegLoss, "__call__", interrupt)
+    out = tmp_path / "int"
+    assert main(["train", *TINY, "--set", "train.eval_every=0", "--out", str(out)]) == 130
+    assert "resume" in capsys.readouterr().out
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["step"] == 2 and ck["epoch"] == 0 and ck["iter_in_epoch"] == 2
