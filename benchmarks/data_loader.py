@@ -84,7 +84,8 @@ def main() -> None:
         "setup": {"full_size": list(full), "crop_size": list(crop), "batch": args.batch,
                   "workers": args.workers, "iters": args.iters, "scales": [0.75, 1.0, 1.25],
                   "flip": True, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                  "torch": torch.__version__, "machine": platform.machine()},
+                  "torch": torch.__version__, "machine": platform.machine(),
+                  "load_average_at_start": list(os.getloadavg())},
     }  # fmt: skip
     t = time.perf_counter()
     for i in range(10):
@@ -114,6 +115,9 @@ def main() -> None:
             print(f"{key:<22}{k:<26}{v:9.1f}")
     print(f"{'synthetic scene':<22}{'256x512 ms':<26}{res['synthetic_scene_256x512_ms']:9.1f}")
     print(f"{'synthetic scene':<22}{'1024x2048 ms':<26}{res['synthetic_scene_1024x2048_ms']:9.1f}")
+    res["setup"]["load_average_at_end"] = list(os.getloadavg())
+    print(f"load average (start/end): {res['setup']['load_average_at_start'][0]:.1f} / "
+          f"{res['setup']['load_average_at_end'][0]:.1f} on {os.cpu_count()} cores")
     write_json(args.out, res)
     print(f"wrote {args.out}")
 
