@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_mb": res.cost["peak_memory_mb"] if res.cost else None,
         "run_dir": str(run_dir),
         "torch": torch.__version__,
+        "load_average_1_5_15": list(os.getloadavg()),  # shared machine: contention inflates s/iter
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(args.result, json.loads(json.dumps(out, default=float).replace("NaN", "null")))

@@ -30,9 +30,11 @@ def register(subparsers, parents) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, run dir, model name or arch JSON")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint, run dir, model name or arch JSON")
     p.add_argument("--data", metavar="PRESET[:ROOT]",
-                   help="dataset, e.g. camvid:/data/camvid or synthetic (default: from -c or the checkpoint)")
+                   help="dataset, e.g. camvid:/data/camvid or synthetic "
+                   "(default: from -c or the checkpoint)")
     p.add_argument("-c", "--config", help="YAML config whose data: section describes the dataset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a data value, e.g. --set data.synthetic_val=8")
@@ -43,7 +45,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--window", type=parse_size, metavar="HxW",
                    help="sliding-window size (multiples of 32) for images too large to fit at once")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
-    p.add_argument("--save-pred", metavar="DIR", help="write label PNGs, colour maps and overlays here")
+    p.add_argument("--save-pred", metavar="DIR",
+                   help="write label PNGs, colour maps and overlays here")
     p.add_argument("--out", metavar="DIR", help="where metrics.json and the confusion matrix go "
                    "(default: <ckpt dir>/eval-<split>)")
     p.add_argument("--plot", action="store_true", help="also save confusion.png")
@@ -73,7 +76,8 @@ def build_data_config(args, ckpt_config: dict | None):
         if root:
             data["root"] = root
     elif not data:
-        raise UserError("pass --data PRESET[:ROOT] (e.g. camvid:/data/camvid or synthetic) or -c CONFIG")
+        raise UserError("pass --data PRESET[:ROOT] (e.g. camvid:/data/camvid or synthetic) "
+                        "or -c CONFIG")
     tree = {"data": data}
     apply_overrides(tree, [s if s.startswith("data.") else f"data.{s}" for s in args.set])
     cfg = from_dict(DataConfig, tree["data"], "data")
@@ -117,8 +121,9 @@ def run(args) -> int:
         loader = build_eval_loader(ds, workers=data_cfg.workers, distributed=info.enabled)
         writer = None
         if args.save_pred:
+            mapping = getattr(label_set, "train_id_to_label_id", None)
             writer = PredictionWriter(args.save_pred, label_set.palette,
-                                      train_id_to_label_id=getattr(label_set, "train_id_to_label_id", None),
+                                      train_id_to_label_id=mapping,
                                       mean=data_cfg.mean, std=data_cfg.std)
         if info.is_main:
             print(f"evaluating {spec} ({minfo['source']} weights) on {data_cfg.preset} {split}: "
@@ -138,7 +143,8 @@ def run(args) -> int:
         confusion = m.pop("confusion")
         save_confusion(confusion, out, list(label_set.class_names), plot=args.plot)
         result = {k: v for k, v in m.items()}
-        result.update(checkpoint=str(spec), weights=minfo["source"], data=data_cfg.preset, split=split,
+        result.update(checkpoint=str(spec), weights=minfo["source"], data=data_cfg.preset,
+                      split=split,
                       flip=args.flip, scales=list(args.scales),
                       window=list(args.window) if args.window else None, device=str(info.device),
                       torch=torch.__version__)

@@ -31,14 +31,18 @@ def register(subparsers, parents) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint, run dir, model name or arch JSON")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint, run dir, model name or arch JSON")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, globs or folders")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays on the input")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S", help="test scales")
-    p.add_argument("--window", type=parse_size, metavar="HxW", help="sliding window for huge images")
-    p.add_argument("--num-classes", type=int, help="classes of a randomly initialised model (default 19)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="test scales")
+    p.add_argument("--window", type=parse_size, metavar="HxW",
+                   help="sliding window for huge images")
+    p.add_argument("--num-classes", type=int,
+                   help="classes of a randomly initialised model (default 19)")
     add_device(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -50,7 +54,9 @@ def collect_inputs(items: list[str]) -> list[tuple[Path, str]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            files = sorted(
+                q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+            )
             if not files:
                 raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
             found += [(q, str(q.relative_to(p).with_suffix(""))) for q in files]
@@ -96,8 +102,10 @@ def run(args) -> int:
     if not palette:
         from fasterseg.data.labels import CITYSCAPES_PALETTE, default_palette
 
-        palette = CITYSCAPES_PALETTE if info["num_classes"] == 19 else default_palette(info["num_classes"])
-    writer = PredictionWriter(args.out, palette, train_id_to_label_id=labels.get("train_id_to_label_id"),
+        n = info["num_classes"]
+        palette = CITYSCAPES_PALETTE if n == 19 else default_palette(n)
+    writer = PredictionWriter(args.out, palette,
+                              train_id_to_label_id=labels.get("train_id_to_label_id"),
                               mean=mean, std=std, color=True, overlay=args.overlay)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

@@ -33,10 +33,10 @@ def register(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-c", "--config", help="YAML config or preset name (configs/train/NAME.yaml)")
-    p.add_argument("--arch", help="model name or architecture JSON (default: the config's train.arch)")
-    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for knowledge distillation")
+    p.add_argument("--arch", help="model name or architecture JSON (default: train.arch)")
+    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for distillation")
     p.add_argument("--resume", nargs="?", const="", metavar="RUN",
-                   help="continue a run from its last.pt (RUN dir; default --out or the newest run)")
+                   help="continue a run from its last.pt (default: --out or the newest run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/train/<arch>-<data>-<time>)")
@@ -49,7 +49,7 @@ def register(subparsers, parents) -> None:
 
 
 def resolve_config_path(name: str, kind: str = "train") -> Path:
-    """A YAML path, or a preset name looked up in ``configs/<kind>/`` (cwd, then the source tree)."""
+    """A YAML path, or a preset name in ``configs/<kind>/`` (cwd, then the source tree)."""
     p = Path(name)
     if p.is_file():
         return p
@@ -60,9 +60,8 @@ def resolve_config_path(name: str, kind: str = "train") -> Path:
         cand = root / "configs" / kind / stem
         if cand.is_file():
             return cand
-    presets = sorted(
-        q.stem for q in (Path(fasterseg.__file__).resolve().parents[1] / "configs" / kind).glob("*.yaml")
-    )
+    preset_dir = Path(fasterseg.__file__).resolve().parents[1] / "configs" / kind
+    presets = sorted(q.stem for q in preset_dir.glob("*.yaml"))
     hint = f" (presets: {', '.join(presets)})" if presets else ""
     raise UserError(f"config file not found: {name}{hint}")
 
@@ -77,7 +76,7 @@ def _resolve_resume_dir(args) -> Path:
     else:
         found = latest_run("runs/train")
         if found is None:
-            raise UserError("--resume: no run with a last.pt under runs/train; pass the run directory")
+            raise UserError("--resume: no run with a last.pt under runs/train; pass its directory")
         run_dir = found
     if run_dir.is_file() and run_dir.suffix == ".pt":
         run_dir = run_dir.parent
@@ -147,7 +146,8 @@ def run(args) -> int:
                 raise UserError(f"{run_dir} already holds a run (last.pt); pass --resume to "
                                 "continue it or choose another --out")
         else:
-            run_dir = default_run_dir(cfg.train.runs_root, Path(cfg.train.arch).stem, cfg.data.preset)
+            arch_name = Path(cfg.train.arch).stem
+            run_dir = default_run_dir(cfg.train.runs_root, arch_name, cfg.data.preset)
         run_dir = Path(D.broadcast_str(str(run_dir), info.device))
         main = info.is_main
         if main:

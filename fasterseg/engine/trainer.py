@@ -192,9 +192,10 @@ def train(
             if resume:
                 records = rundir.truncate_metrics(run_dir, step)
                 history = [r for r in records if r.get("type") == "epoch"]
-        logger.info("batch %d per process x %d process(es) x %d accumulation = %d images per step",
-                    tc.batch_size, info.world_size, tc.accumulate,
-                    tc.batch_size * info.world_size * tc.accumulate)
+        if info.is_main:
+            logger.info("batch %d per process x %d process(es) x %d accumulation = %d images per "
+                        "step", tc.batch_size, info.world_size, tc.accumulate,
+                        tc.batch_size * info.world_size * tc.accumulate)
 
         pos = {"epoch": start_epoch, "iter": start_iter, "step": step}
         rng_at_pos = ckpt_io.capture_rng_state()
