@@ -46,6 +46,9 @@ def register(subparsers, parents) -> None:
     b.add_argument("--rounds", type=int, default=3,
                    help="passes over all entries the reps are split into, so bursts of load from "
                    "other processes spread over many entries (default 3)")
+    b.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time (default); cpu: CPU time of the single compute thread "
+                   "(needs --threads 1; robust on a shared machine where other processes steal the core)")
     b.add_argument("--num-classes", type=int, default=19, help="classes of the head entries (default 19)")
     b.add_argument("-o", "--out", required=True, help="output table (JSON)")
     add_json(b)
@@ -117,7 +120,7 @@ def run_build(args) -> int:
 
     table = build_table(space, args.size, args.out, backend=args.backend, device=device,
                         dtype=args.dtype, threads=args.threads, warmup=args.warmup, reps=args.reps,
-                        rounds=args.rounds, num_classes=args.num_classes, on_plan=on_plan)
+                        rounds=args.rounds, clock=args.clock, num_classes=args.num_classes, on_plan=on_plan)
     print(f"wrote {args.out}: {len(table)} entries ({table.meta['device_name']}, "
           f"{table.meta['threads']} threads)")
     print(f"next: fasterseg latency check --lut {args.out} --samples 30 --plot fig3.png")

@@ -257,8 +257,25 @@ def prepare(
     raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def time_runs(runner: Runner, warmup: int, reps: int) -> list[float]:
-    """Milliseconds of ``reps`` runs after ``warmup`` untimed runs."""
+Clock = Literal["wall", "cpu"]
+
+
+def check_clock(clock: str, device: str | torch.device, threads: int | None) -> None:
+    """The ``cpu`` clock (thread CPU time) is a latency only for one thread on a CPU device."""
+    if clock not in ("wall", "cpu"):
+        raise UserError(f"unknown clock {clock!r}; choose wall or cpu")
+    if clock == "cpu" and (torch.device(device).type != "cpu" or threads != 1):
+        raise UserError("--clock cpu needs --device cpu and --threads 1 (it measures the CPU time "
+                        "of the one thread that runs the model)")
+
+
+def time_runs(runner: Runner, warmup: int, reps: int, clock: str = "wall") -> list[float]:
+    """Milliseconds of ``reps`` runs after ``warmup`` untimed runs.
+
+    ``clock="wall"``: elapsed time (CUDA events on GPU). ``clock="cpu"``: CPU time of the calling
+    thread, which with a single compute thread equals the latency the run would have had without
+    other processes taking the core away (for shared, noisy machines; see ``check_clock``).
+    """
     for _ in range(warmup):
         runner.run()
     times = []
@@ -271,10 +288,11 @@ def time_runs(runner: Runner, warmup: int, reps: int) -> list[float]:
             end.synchronize()
             times.append(start.elapsed_time(end))
     else:
+        now = time.thread_time if clock == "cpu" else time.perf_counter
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = now()
             runner.run()
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((now() - t0) * 1e3)
     return times
 
 
@@ -311,6 +329,7 @@ def measure_module(
     warmup: int = 10,
     reps: int = 30,
     seed: int = 0,
+    clock: str = "wall",
 ) -> list[float]:
     """Per-run milliseconds of ``module`` on random inputs of ``input_shapes``."""
     g = torch.Generator().manual_seed(seed)
@@ -318,4 +337,4 @@ def measure_module(
     runner = prepare(module, inputs, backend, device, dtype, threads)
     ctx = torch.inference_mode() if backend in ("torch", "compile") else nullcontext()
     with ctx:
-        return time_runs(runner, warmup, reps)
+        return time_runs(runner, warmup, reps, clock)

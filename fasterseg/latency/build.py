@@ -136,7 +136,7 @@ def table_meta(
     }
 
 
-_MUST_MATCH = ("backend", "device", "device_name", "dtype", "threads", "input_size", "num_classes")
+_MUST_MATCH = ("backend", "device", "device_name", "dtype", "threads", "input_size", "num_classes", "clock")
 
 
 def open_for_resume(path: Path, meta: dict) -> LatencyTable:
@@ -174,6 +174,7 @@ def build_table(
     warmup: int = 10,
     reps: int = 30,
     rounds: int = 3,
+    clock: str = "wall",
     num_classes: int = 19,
     save_every: float = 10.0,
     on_plan: Callable[[int, int, float], None] | None = None,
@@ -190,16 +191,21 @@ def build_table(
     import torch
     from tqdm import tqdm
 
-    from fasterseg.latency.backends import measure_module, set_threads
+    from fasterseg.latency.backends import check_clock, measure_module, set_threads
 
     if warmup < 0 or reps < 1 or rounds < 1:
         raise UserError("--warmup must be >= 0, --reps >= 1 and --rounds >= 1")
-    used_threads = set_threads(threads)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    used_threads = torch.get_num_threads() if threads is None else threads
+    check_clock(clock, device, used_threads)
     path = Path(out)
     blocks = space_blocks(space, size, num_classes)
     meta = table_meta(space, size, backend, device, dtype, used_threads, warmup, reps, num_classes)
     meta["rounds"] = rounds
+    meta["clock"] = clock
     table = open_for_resume(path, meta)
+    set_threads(used_threads)
     todo = [b for b in blocks if b.key not in table]
     warm, cumulative = round_plan(warmup, reps, rounds)
     est = 0.0
@@ -223,7 +229,7 @@ def build_table(
                 if len(have) >= target:
                     continue
                 have += measure_module(b.build(), b.input_shapes(), backend, device, dtype, threads,
-                                       warmup=warm, reps=target - len(have))
+                                       warmup=warm, reps=target - len(have), clock=clock)
                 if len(have) >= reps:
                     table.entries[b.key] = round(statistics.median(have), 6)
                     del table.pending[b.key]

@@ -100,6 +100,7 @@ def check_table(
     size = tuple(m["input_size"])
     backend, device, dtype = m.get("backend", "torch"), m.get("device", "cpu"), m.get("dtype", "fp32")
     threads = m.get("threads") if str(device).startswith("cpu") else None
+    clock = m.get("clock", "wall")
     set_threads(threads)
     archs = sample_archs(space, samples, seed=seed, role=role, num_classes=int(m.get("num_classes", 19)))
     est = [discrete_latency(a, table, size) for a in archs]
@@ -114,11 +115,12 @@ def check_table(
         for target in cumulative:
             for i, model in enumerate(models):
                 times[i] += measure_module(model, [(1, 3, *size)], backend, device, dtype, threads,
-                                           warmup=warm, reps=target - len(times[i]))
+                                           warmup=warm, reps=target - len(times[i]), clock=clock)
                 bar.update(1)
     meas = [statistics.median(t) for t in times]
     names = [a.name for a in archs]
     meta = {k: m.get(k) for k in ("backend", "device", "device_name", "dtype", "threads", "input_size")}
+    meta["clock"] = clock
     meta.update(warmup=warmup, reps=reps, rounds=rounds, statistic="median", seed=seed, role=role)
     return CheckResult(est, meas, names, meta)
 

@@ -1,0 +1,86 @@
+"""``fasterseg bench``: end-to-end inference latency / FPS of a network (batch 1)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fasterseg.cli.common import add_json, emit_json, format_count, parse_size
+from fasterseg.errors import UserError
+
+EXAMPLES = """examples:
+  fasterseg bench fasterseg_student --size 1024x2048 --device cpu --threads 2
+  fasterseg bench fasterseg_student --size 1024x2048 --backend compile --dtype bf16 \\
+      --channels-last --fuse-bn --threads 2          # the fast CPU path
+  fasterseg bench runs/train/best.pt --size 512x1024 --backend onnxruntime --json
+  fasterseg bench archs/my_arch.json --device cuda --backend tensorrt --dtype fp16
+"""
+
+
+def register(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        parents=parents,
+        help="measure inference latency and FPS",
+        description="Batch-1 inference benchmark: warm-up until steady, then timed for --seconds; "
+        "prints the median latency, IQR, FPS, MACs, params and the full method.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="published name (fasterseg_student), architecture JSON or checkpoint .pt")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime", "tensorrt"],
+                   help="torch (eager), compile (torch.compile/inductor), onnxruntime, tensorrt")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch back ends)")
+    p.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the convolutions first")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (set explicitly; default: torch's)")
+    p.add_argument("--seconds", type=float, default=6.0, help="timed duration after warm-up (default 6, as the paper)")
+    p.add_argument("--num-classes", type=int, default=None, help="override the classes of the head")
+    p.add_argument("--out", default=None, help="also write the result JSON to this file")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fasterseg.bench.runner import BenchSettings, benchmark, load_bench_model, model_complexity
+    from fasterseg.cli.common import resolve_device
+    from fasterseg.models import check_input_size
+
+    if args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    check_input_size(*args.size)
+    device = resolve_device(args.device)
+    if args.backend == "tensorrt" and device.type != "cuda":
+        raise UserError("backend tensorrt needs --device cuda")
+    if args.channels_last and args.backend in ("onnxruntime", "tensorrt"):
+        raise UserError("--channels-last applies to the torch and compile back ends only")
+    model, info = load_bench_model(args.model, args.num_classes)
+    settings = BenchSettings(size=tuple(args.size), device=str(device), backend=args.backend,
+                             dtype=args.dtype, channels_last=args.channels_last, fuse_bn=args.fuse_bn,
+                             threads=args.threads, seconds=args.seconds)
+    cx = model_complexity(model, settings.size)
+    name = getattr(getattr(model, "arch", None), "name", args.model)
+    print(f"benchmarking {name} ({info.get('weights', 'random')} weights) at "
+          f"{args.size[0]}x{args.size[1]}, batch 1: {args.backend} {args.dtype}"
+          f"{' channels_last' if args.channels_last else ''}{' fused-BN' if args.fuse_bn else ''} "
+          f"on {device}", flush=True)
+    res = benchmark(model, settings, cx)
+    res["model"] = name
+    res["weights"] = info.get("weights")
+    print(f"  latency  {res['latency_ms']:.2f} ms median (IQR {res['p25_ms']:.2f}-{res['p75_ms']:.2f}, "
+          f"{res['runs']} runs in {args.seconds:g} s after {res['warmup_runs']} warm-up runs)")
+    print(f"  FPS      {res['fps']:.2f}")
+    if res.get("macs") is not None:
+        print(f"  MACs     {format_count(res['macs'])} (multiply-accumulates)   params "
+              f"{format_count(res['params'])} (inference), {format_count(res['params_total'])} (with aux heads)")
+    v = res["versions"]
+    print(f"  method   {res['device_name']}, {res['threads']} threads, torch {v.get('torch')}"
+          + (f", onnxruntime {v['onnxruntime']}" if args.backend == "onnxruntime" else ""))
+    if args.out:
+        from fasterseg.utils.io import write_json
+
+        print(f"wrote {write_json(args.out, res)}")
+    if args.json:
+        emit_json(res)
+    return 0
