@@ -277,7 +277,8 @@ def plot_history(history: list[dict], path: Path) -> Path | None:
             ax.plot(x, [100 * r[k] if r.get(k) is not None else float("nan") for r in history],
                     style, label=f"{arch} {k.rsplit('_', 1)[1]}")
     ax.set_title("supernet val mIoU per head (%)")
-    ax.legend(fontsize=6, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, ncol=2)
     ax = axes[0][1]
     for arch in ARCHS:
         ax.plot(x, [r.get(f"{arch}_latency_ms") or float("nan") for r in history], label=arch)
@@ -481,11 +482,11 @@ def search(
             return x, downsample_labels(b["label"].to(device), 8)
 
         def check_finite(loss: torch.Tensor, what: str) -> None:
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 path = run_dir / "last.pt"
                 kept = f"last good checkpoint kept: {path}" if path.is_file() else "no checkpoint yet"
                 raise SearchDiverged(
-                    f"{what} loss became {float(loss)} at {pos['phase']} epoch {pos['epoch'] + 1}, "
+                    f"{what} loss became {float(loss.detach())} at {pos['phase']} epoch {pos['epoch'] + 1}, "
                     f"iteration {pos['iter'] + 1}; search stopped, {kept}. Try a lower search.lr, "
                     "search.arch_lr or search.latency_weight")
 

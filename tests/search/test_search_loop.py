@@ -1,0 +1,140 @@
+"""A tiny co-search end to end (L=4, 64x128, 2+2 iterations), exact resume, the CLI contract."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fasterseg.config.core import from_dict
+
+TINY = {
+    "data": {"preset": "synthetic", "synthetic_size": [64, 128], "synthetic_train": 8,
+             "synthetic_val": 1, "downsample": 1, "scales": [1.0], "workers": 0},
+    "space": {"num_layers": 4, "ratios": [4, 8], "teacher_stem_ratio": 8, "teacher_head_ratio": 8},
+    "search": {"pretrain_epochs": 1, "search_epochs": 1, "iters_per_epoch": 2,
+               "pretrain_crop_size": [64, 128], "crop_size": [64, 128], "pretrain_batch_size": 2,
+               "batch_size": 2, "sandwich_random": 1, "eval_every": 1, "val_max_images": 1,
+               "log_every": 1, "seed": 0, "deterministic": True, "latency_weight": 0.01},
+}
+
+
+def _cfg(**search):
+    from fasterseg.config.search import SearchRunConfig
+
+    d = json.loads(json.dumps(TINY))
+    d["search"].update(search)
+    return from_dict(SearchRunConfig, d)
+
+
+@pytest.fixture(scope="module")
+def lut(tmp_path_factory) -> Path:
+    from fasterseg.config.search import SearchRunConfig
+    from fasterseg.latency import LatencyTable
+    from fasterseg.latency.build import space_blocks
+
+    space = from_dict(SearchRunConfig, json.loads(json.dumps(TINY))).space
+    g = torch.Generator().manual_seed(0)
+    entries = {b.key: 0.05 + float(torch.rand((), generator=g)) for b in space_blocks(space, (256, 512))}
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    LatencyTable(entries, {"input_size": [256, 512], "device": "cpu"}).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, lut):
+    from fasterseg.engine.search_loop import search
+
+    run = tmp_path_factory.mktemp("full")
+    torch.manual_seed(0)
+    result = search(_cfg(), run, lut=str(lut))
+    return run, result
+
+
+def test_tiny_cosearch_writes_valid_arch_params(full_run):
+    from fasterseg.arch.archparams import load_archparams
+
+    run, result = full_run
+    assert result.phase == "search" and result.epoch == 1 and result.step == 4
+    params = load_archparams(run)
+    assert params["stage"] == "search" and params["epoch"] == 1
+    assert set(params["branch_scores"]["student"]) == {"8", "16", "32", "8,16", "8,32", "16,32"}
+    assert params["lut"] is not None
+    # the architecture step moved the arch parameters away from their 1e-3 initialisation
+    alpha = torch.tensor(params["student"]["alpha"][0])
+    assert not torch.allclose(alpha, torch.full_like(alpha, 1e-3))
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "summary.csv", "last.pt", "search.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [r["stage"] for r in epochs] == ["pretrain", "search"]
+    last = epochs[-1]
+    assert last["student_latency_ms"] > 0 and 0 <= last["student_entropy_alpha"] <= 1
+    assert "val_miou_student_16+32" in last and "student_skip_share" in last
+
+
+def test_derive_from_the_search_output(full_run):
+    from fasterseg.arch.archparams import load_archparams
+    from fasterseg.models import build_model
+
+    run, result = full_run
+    teacher, student, report = result.model.derive(
+        branch_scores=load_archparams(run)["branch_scores"])
+    for arch in (teacher, student):
+        net = build_model(arch).eval()
+        with torch.no_grad():
+            y = net(torch.randn(1, 3, 64, 128))
+        assert y.shape[-2:] == (64, 128)
+
+
+def test_resume_after_a_kill_is_exact(full_run, tmp_path, lut):
+    from fasterseg.engine.search_loop import search
+
+    run_full, full = full_run
+    run = tmp_path / "killed"
+    torch.manual_seed(0)
+    first = search(_cfg(), run, lut=str(lut), max_steps=3)  # stops mid search epoch
+    assert first.stopped_early and first.step == 3 and (run / "last.pt").is_file()
+    second = search(_cfg(), run, lut=str(lut), resume=True)
+    assert second.step == 4
+    a, b = full.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    bad = [k for k in a if not torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6)]
+    assert not bad, bad[:5]
+    p_full = json.loads((run_full / "arch_params.json").read_text())
+    p_res = json.loads((run / "arch_params.json").read_text())
+    for role in ("teacher", "student"):
+        for name in ("alpha", "beta", "gamma"):
+            for x, y in zip(p_full[role][name] or [], p_res[role][name] or []):
+                if x is not None:
+                    assert torch.allclose(torch.tensor(x), torch.tensor(y), atol=1e-7), (role, name)
+
+
+def test_cli_without_lut_names_the_build_command(tmp_path, capsys):
+    import yaml
+
+    from fasterseg.cli.main import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    code = main(["search", "-c", str(cfg), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "fasterseg latency build" in err and "latency_weight=0" in err
+
+
+def test_cli_json_and_next_step(tmp_path, capsys):
+    import yaml
+
+    from fasterseg.cli.main import main
+
+    d = json.loads(json.dumps(TINY))
+    d["search"].update(pretrain_epochs=0, iters_per_epoch=1, latency_weight=0.0, eval_every=0)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    code = main(["search", "-c", str(cfg), "--out", str(tmp_path / "run"), "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert any(line.startswith("next: fasterseg derive") for line in out)
+    result = json.loads(out[-1])
+    assert result["steps"] == 1 and Path(result["arch_params"]).is_file()
+    assert main(["search", "-c", str(cfg), "--out", str(tmp_path / "run")]) == 1  # exists: no overwrite
