@@ -1,0 +1,140 @@
+"""One full-size co-search iteration (weight step + architecture step) of the FasterSeg supernet.
+
+Paper supernet (L=16, Fch=12, ratios {4..12}, teacher + student), batch 2x3x160x320, OHEM on all
+heads, latency term from a synthetic table. ``--mode ours`` is the search loop's execution (a
+backward per pass, so graphs are freed pass by pass; the architecture step differentiates only the
+architecture parameters); ``--mode reference`` mimics the authors' execution (the four pass losses
+summed and back-propagated once into weights and architecture alike, for both steps). Same losses.
+Peak RSS is the process high-water mark, so run one mode per process.
+
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/search_step.py --json
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/search_step.py --mode reference --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["ours", "reference"], default="ours")
+    ap.add_argument("--size", default="160x320")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=2, help="timed iterations (after 1 warm-up)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/search_step_<mode>.json)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from fasterseg.config.search_space import SearchSpaceConfig
+    from fasterseg.engine.search_loop import SegObjective, relaxed_latency
+    from fasterseg.latency import LatencyTable, RelaxedLatency
+    from fasterseg.latency.build import space_blocks
+    from fasterseg.supernet import Supernet
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    space = SearchSpaceConfig(num_layers=args.layers)
+    net = Supernet(space, 19).train()
+    table = LatencyTable({b.key: 0.1 for b in space_blocks(space, (1024, 2048))}, {"input_size": [1024, 2048]})
+    lat = RelaxedLatency(table, space, None, space.student_stem_ratio, space.student_head_ratio)
+    x = torch.randn(args.batch, 3, h, w)
+    y = torch.randint(0, 19, (args.batch, h // 8, w // 8))
+    if args.channels_last:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    sgd = torch.optim.SGD(weights, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    adam = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999))
+    seg = SegObjective(0.7, 1 / 16)
+    plan = [("teacher", "max"), ("student", "gumbel"), ("student", "max"), ("student", "min")]
+    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if args.amp == "bf16"
+           else contextlib.nullcontext())
+
+    def latency():
+        return relaxed_latency(lat, net.arch["student"], mode="decoupled", weights=(0.001, 0.997, 0.0021),
+                               gamma="softmax", tau=1.0, with_grad=True)
+
+    def arch_step() -> float:
+        adam.zero_grad(set_to_none=True)
+        if args.mode == "reference":
+            with amp:
+                loss = sum(seg(net(x, a, m), y) for a, m in plan) + 0.01 * latency()
+            loss.backward()  # fills weight gradients too (then discarded), all graphs alive
+            sgd.zero_grad(set_to_none=True)
+            adam.step()
+            return float(loss)
+        total = 0.0
+        for i, (a, m) in enumerate(plan):
+            with amp:
+                loss = seg(net(x, a, m), y)
+            if i == len(plan) - 1:
+                loss = loss + 0.01 * latency()
+            loss.backward(inputs=net.arch_parameters(a))
+            total += float(loss.detach())
+        adam.step()
+        return total
+
+    def weight_step() -> float:
+        sgd.zero_grad(set_to_none=True)
+        if args.mode == "reference":
+            with amp:
+                loss = sum(seg(net(x, a, m), y) for a, m in plan)
+            loss.backward()
+            total = float(loss)
+        else:
+            total = 0.0
+            for a, m in plan:
+                with amp:
+                    loss = seg(net(x, a, m), y)
+                loss.backward(inputs=weights)
+                total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(weights, 5.0)
+        sgd.step()
+        return total
+
+    times = {"arch": [], "weight": [], "arch_cpu": [], "weight_cpu": []}
+    for i in range(args.iters + 1):
+        for name, fn in (("arch", arch_step), ("weight", weight_step)):
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            if i > 0:
+                times[name].append(time.perf_counter() - t)
+                times[f"{name}_cpu"].append(time.process_time() - c)
+        print(f"iter {i}: arch {time.perf_counter() - t:.2f}s ...", flush=True) if False else None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    res = {
+        "mode": args.mode, "size": [h, w], "batch": args.batch, "layers": args.layers,
+        "threads": args.threads, "amp": args.amp, "channels_last": args.channels_last,
+        "weight_step_s": min(times["weight"]), "arch_step_s": min(times["arch"]),
+        "weight_step_cpu_s": min(times["weight_cpu"]), "arch_step_cpu_s": min(times["arch_cpu"]),
+        "iteration_s": min(times["weight"]) + min(times["arch"]),
+        "all_weight_s": times["weight"], "all_arch_s": times["arch"],
+        "peak_rss_gb": peak * 1.073741824,
+        "weight_params_m": sum(p.numel() for p in weights) / 1e6,
+    }
+    tag = args.mode + ("_bf16" if args.amp == "bf16" else "") + ("_cl" if args.channels_last else "")
+    out = Path(args.out or Path(__file__).parent / "results" / f"search_step_{tag}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"{tag}: weight step {res['weight_step_s']:.2f} s, arch step {res['arch_step_s']:.2f} s, "
+          f"peak RSS {res['peak_rss_gb']:.2f} GB")
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
