@@ -9,8 +9,8 @@ from fasterseg.errors import UserError
 
 EXAMPLES = """examples:
   fasterseg bench fasterseg_student --size 1024x2048 --device cpu --threads 2
-  fasterseg bench fasterseg_student --size 1024x2048 --backend compile --dtype bf16 \\
-      --channels-last --fuse-bn --threads 2          # the fast CPU path
+  fasterseg bench fasterseg_student --size 1024x2048 --backend jit --channels-last \\
+      --fuse-bn --tune-malloc --threads 2             # the fast CPU path
   fasterseg bench runs/train/best.pt --size 512x1024 --backend onnxruntime --json
   fasterseg bench archs/my_arch.json --device cuda --backend tensorrt --dtype fp16
 """
@@ -29,11 +29,15 @@ def register(subparsers, parents) -> None:
     p.add_argument("model", help="published name (fasterseg_student), architecture JSON or checkpoint .pt")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime", "tensorrt"],
-                   help="torch (eager), compile (torch.compile/inductor), onnxruntime, tensorrt")
+    p.add_argument("--backend", default="torch", choices=["torch", "compile", "jit", "onnxruntime", "tensorrt"],
+                   help="torch (eager), compile (torch.compile/inductor, frozen), jit (TorchScript + "
+                   "oneDNN Graph fusion, CPU), onnxruntime, tensorrt (TensorRT 10, CUDA)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch back ends)")
     p.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the convolutions first")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="keep freed memory in the heap (glibc mallopt) so big activations are not "
+                   "re-faulted every inference (CPU; changes speed only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (set explicitly; default: torch's)")
     p.add_argument("--seconds", type=float, default=6.0, help="timed duration after warm-up (default 6, as the paper)")
     p.add_argument("--num-classes", type=int, default=None, help="override the classes of the head")
@@ -54,7 +58,11 @@ def run(args) -> int:
     if args.backend == "tensorrt" and device.type != "cuda":
         raise UserError("backend tensorrt needs --device cuda")
     if args.channels_last and args.backend in ("onnxruntime", "tensorrt"):
-        raise UserError("--channels-last applies to the torch and compile back ends only")
+        raise UserError("--channels-last applies to the torch, compile and jit back ends only")
+    if args.tune_malloc:
+        from fasterseg.bench.tuning import tune_malloc
+
+        tune_malloc()
     model, info = load_bench_model(args.model, args.num_classes)
     settings = BenchSettings(size=tuple(args.size), device=str(device), backend=args.backend,
                              dtype=args.dtype, channels_last=args.channels_last, fuse_bn=args.fuse_bn,
@@ -63,10 +71,12 @@ def run(args) -> int:
     name = getattr(getattr(model, "arch", None), "name", args.model)
     print(f"benchmarking {name} ({info.get('weights', 'random')} weights) at "
           f"{args.size[0]}x{args.size[1]}, batch 1: {args.backend} {args.dtype}"
-          f"{' channels_last' if args.channels_last else ''}{' fused-BN' if args.fuse_bn else ''} "
+          f"{' channels_last' if args.channels_last else ''}{' fused-BN' if args.fuse_bn else ''}"
+          f"{' tuned-malloc' if args.tune_malloc else ''} "
           f"on {device}", flush=True)
     res = benchmark(model, settings, cx)
     res["model"] = name
+    res["malloc_tuned"] = bool(args.tune_malloc)
     res["weights"] = info.get("weights")
     print(f"  latency  {res['latency_ms']:.2f} ms median (IQR {res['p25_ms']:.2f}-{res['p75_ms']:.2f}, "
           f"{res['runs']} runs in {args.seconds:g} s after {res['warmup_runs']} warm-up runs)")

@@ -8,6 +8,7 @@ kernel launches are never mistaken for finished work.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import platform
@@ -25,9 +26,9 @@ from fasterseg.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["torch", "compile", "onnxruntime", "tensorrt"]
+Backend = Literal["torch", "compile", "jit", "onnxruntime", "tensorrt"]
 DType = Literal["fp32", "bf16", "fp16"]
-BACKENDS: tuple[str, ...] = ("torch", "compile", "onnxruntime", "tensorrt")
+BACKENDS: tuple[str, ...] = ("torch", "compile", "jit", "onnxruntime", "tensorrt")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -107,6 +108,8 @@ def prepare_torch(
 ) -> Runner:
     """Eager (or ``torch.compile``) PyTorch under ``inference_mode``; weights cast to ``dtype``."""
     tdt = DTYPES[dtype]
+    if dtype != "fp32" or channels_last or device.type != "cpu":
+        module = copy.deepcopy(module)  # .to() converts in place: leave the caller's model alone
     module = module.eval().to(device=device, dtype=tdt)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
@@ -114,7 +117,9 @@ def prepare_torch(
     xs = [x.to(device=device, dtype=tdt).contiguous(memory_format=fmt) for x in inputs]
     fn: Callable = module
     if compile:
-        fn = torch.compile(module, dynamic=False)
+        # Freezing folds the weights into the graph as constants, which lets inductor prepack
+        # them for oneDNN and fuse conv + ReLU on CPU (inference only: no gradients anyway).
+        fn = torch.compile(module, dynamic=False, options={"freezing": True})
 
     def run() -> Any:
         with torch.inference_mode():
@@ -124,6 +129,39 @@ def prepare_torch(
 
     desc = f"torch{'.compile' if compile else ''} {dtype}{' channels_last' if channels_last else ''}"
     return Runner(run, device, desc)
+
+
+def prepare_jit(
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    device: torch.device,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+) -> Runner:
+    """TorchScript trace + freeze with oneDNN Graph fusion (CPU): conv + ReLU (+ add, concat)
+    partitions run as fused oneDNN kernels with prepacked weights; the rest stays ATen."""
+    import warnings as _w
+
+    if device.type != "cpu":
+        raise UserError("backend jit (TorchScript + oneDNN Graph) is for --device cpu")
+    tdt = DTYPES[dtype]
+    module = copy.deepcopy(module).eval().to(dtype=tdt)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    xs = [x.to(dtype=tdt).contiguous(memory_format=fmt) for x in inputs]
+    torch.jit.enable_onednn_fusion(True)
+    with torch.no_grad(), _w.catch_warnings():
+        _w.simplefilter("ignore")
+        traced = torch.jit.freeze(torch.jit.trace(module, tuple(xs), check_trace=False).eval())
+        for _ in range(2):  # the fuser profiles the first runs, then compiles partitions
+            traced(*xs)
+
+    def run() -> Any:
+        with torch.no_grad():
+            return traced(*xs)
+
+    return Runner(run, device, f"jit+onednn-graph {dtype}{' channels_last' if channels_last else ''}")
 
 
 # ---------------------------------------------------------------------------------- onnx
@@ -250,6 +288,8 @@ def prepare(
         raise UserError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if backend in ("torch", "compile"):
         return prepare_torch(module, inputs, dev, dtype, channels_last, compile=backend == "compile")
+    if backend == "jit":
+        return prepare_jit(module, inputs, dev, dtype, channels_last)
     if backend == "onnxruntime":
         return prepare_onnxruntime(module, inputs, dev, threads, dtype)
     if backend == "tensorrt":

@@ -1,0 +1,160 @@
+"""Fast CPU inference of the published FasterSeg student: eager fp32 vs faster paths, same run.
+
+For each size: phase 1 times the plain eager fp32 model (NCHW, BatchNorm, default allocator) for
+--seconds; phase 2 tunes the allocator (``fasterseg.bench.tuning``) and times every variant in
+interleaved rounds (so the load of other processes on this shared machine hits all of them
+alike). Reported per variant: median / IQR latency, FPS, and the share of pixels whose predicted
+class (argmax) equals the fp32 eager prediction on a synthetic street scene.
+
+    OMP_NUM_THREADS=2 python benchmarks/cpu_inference.py [--sizes 1024x2048,512x1024]
+        [--threads 2] [--seconds 6] [--skip compile_bf16,onnxruntime]
+
+Prints a table and writes benchmarks/results/cpu_inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from fasterseg.bench.fuse import fuse_conv_bn  # noqa: E402
+from fasterseg.bench.runner import percentile  # noqa: E402
+from fasterseg.bench.tuning import tune_malloc  # noqa: E402
+from fasterseg.latency.backends import device_name, library_versions, prepare, time_for  # noqa: E402
+from fasterseg.models import create_model  # noqa: E402
+from fasterseg.utils.io import write_json  # noqa: E402
+
+# name -> (backend, dtype, channels_last, fuse_bn)
+VARIANTS = {
+    "fp32_eager_tuned_malloc": ("torch", "fp32", False, False),
+    "fp32_fused_cl": ("torch", "fp32", True, True),
+    "bf16_fused_cl": ("torch", "bf16", True, True),
+    "jit_onednn_fp32": ("jit", "fp32", True, True),
+    "compile_fp32": ("compile", "fp32", True, True),
+    "compile_bf16": ("compile", "bf16", True, True),
+    "onnxruntime": ("onnxruntime", "fp32", False, False),
+}
+
+
+def scene_input(size: tuple[int, int]) -> torch.Tensor:
+    """A normalised synthetic street scene (realistic spatial structure for the agreement)."""
+    try:
+        from fasterseg.data.synthetic import generate_scene
+        from fasterseg.data.transforms import normalize
+
+        image, _ = generate_scene(0, "val", 0, size)
+        return normalize(image, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))[None]
+    except Exception:  # the data package is optional for this benchmark
+        return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+
+
+def stats(times: list[float]) -> dict:
+    med = statistics.median(times)
+    return {"latency_ms": med, "fps": 1000 / med, "p25_ms": percentile(times, 25),
+            "p75_ms": percentile(times, 75), "min_ms": min(times), "runs": len(times)}
+
+
+def agreement(out, ref_pred: torch.Tensor) -> float:
+    if isinstance(out, (list, tuple)):  # onnxruntime: list of numpy arrays
+        out = torch.from_numpy(out[0])
+    return float((out.float().argmax(1) == ref_pred).float().mean())
+
+
+def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str]) -> dict:
+    torch.manual_seed(0)
+    model = create_model("fasterseg_student").eval()
+    x = scene_input(size)
+    with torch.inference_mode():
+        ref = model(x)
+    ref_pred = ref.argmax(1)
+    res: dict = {"size": list(size), "variants": {}}
+
+    # Phase 1: the plain model, default allocator.
+    base = prepare(model, [x], "torch", "cpu", "fp32", threads)
+    with torch.inference_mode():
+        time_for(base, min(2.0, seconds))
+        t = time_for(base, seconds)
+    res["variants"]["fp32_eager"] = {**stats(t), "agreement": 1.0, "backend": "torch", "dtype": "fp32",
+                                     "channels_last": False, "fuse_bn": False, "malloc_tuned": False}
+    print(f"  {'fp32_eager':<26}{res['variants']['fp32_eager']['latency_ms']:9.1f} ms", flush=True)
+
+    # Phase 2: tuned allocator, every variant, interleaved.
+    tune_malloc()
+    fused = fuse_conv_bn(model)
+    runners, info = {}, {}
+    for name, (backend, dtype, cl, fuse) in VARIANTS.items():
+        if name in skip:
+            continue
+        t0 = time.perf_counter()
+        r = prepare(fused if fuse else model, [x], backend, "cpu", dtype, threads, cl)
+        with torch.inference_mode():
+            out = r.run()
+        info[name] = {"backend": backend, "dtype": dtype, "channels_last": cl, "fuse_bn": fuse,
+                      "malloc_tuned": True, "prepare_s": time.perf_counter() - t0,
+                      "agreement": agreement(out, ref_pred)}
+        runners[name] = r
+        print(f"  prepared {name} in {info[name]['prepare_s']:.1f} s "
+              f"(agreement {100 * info[name]['agreement']:.2f}%)", flush=True)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    with torch.inference_mode():
+        for r in runners.values():
+            time_for(r, min(2.0, seconds))
+        for _ in range(rounds):
+            for k, r in runners.items():
+                times[k] += time_for(r, seconds / rounds, min_reps=2)
+    for k in runners:
+        res["variants"][k] = {**stats(times[k]), **info[k]}
+        print(f"  {k:<26}{res['variants'][k]['latency_ms']:9.1f} ms", flush=True)
+
+    ok = {k: v for k, v in res["variants"].items() if v["agreement"] >= 0.995}
+    best = min(ok, key=lambda k: ok[k]["latency_ms"])
+    b = res["variants"]["fp32_eager"]["latency_ms"]
+    res["best"] = best
+    res["best_latency_ms"] = ok[best]["latency_ms"]
+    res["best_agreement"] = ok[best]["agreement"]
+    res["speedup_vs_fp32_eager"] = b / ok[best]["latency_ms"]
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1024x2048,512x1024")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per variant")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds in phase 2")
+    ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_inference.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
+    skip = {s for s in args.skip.split(",") if s}
+    result = {
+        "benchmark": "cpu_inference", "model": "fasterseg_student", "batch": 1,
+        "threads": args.threads, "seconds_per_variant": args.seconds, "rounds": args.rounds,
+        "device_name": device_name("cpu"), "cpus": os.cpu_count(), "versions": library_versions(),
+        "load_average_start": list(os.getloadavg()),
+        "note": "shared 2-core machine; medians of interleaved runs; agreement = argmax equal to "
+                "fp32 eager on a synthetic scene with random (Kaiming) weights",
+        "sizes": [],
+    }
+    for size in sizes:
+        print(f"fasterseg_student {size[0]}x{size[1]}, batch 1, {args.threads} threads:", flush=True)
+        r = run_size(size, args.threads, args.seconds, args.rounds, skip)
+        print(f"  -> best {r['best']}: {r['best_latency_ms']:.1f} ms, "
+              f"{r['speedup_vs_fp32_eager']:.2f}x vs fp32 eager, agreement "
+              f"{100 * r['best_agreement']:.2f}%", flush=True)
+        result["sizes"].append(r)
+    result["load_average_end"] = list(os.getloadavg())
+    print(f"wrote {write_json(args.out, result)}")
+
+
+if __name__ == "__main__":
+    main()
