@@ -170,7 +170,7 @@ def build_ablation_report(cfg: PipelineConfig, out: Path) -> Path:
         prefix = "" if reuse else "ablate_"
         ev = load_marker(out, f"{prefix}eval_{reuse or name}") or {}
         bn = load_marker(out, f"{prefix}bench_{reuse or name}") or {}
-        params = bn.get("params_inference", bn.get("params"))
+        params = bn.get("params")
         lines.append(f"| {label} | {_fmt(ev.get('miou'), scale=100)} | {_fmt(bn.get('latency_ms'))} "
                      f"| {_fmt(bn.get('fps'), '{:.1f}')} | {_fmt(bn.get('macs'), '{:.3f}', 1e-9)} "
                      f"| {_fmt(params, '{:.3f}', 1e-6)} |")

@@ -10,7 +10,7 @@ from typing import Any
 
 from fasterseg.config.pipeline import PipelineConfig
 from fasterseg.pipeline.runner import load_marker
-from fasterseg.pipeline.stages import train_runs
+from fasterseg.pipeline.stages import fmt_size, train_runs
 from fasterseg.utils.io import write_text
 
 
@@ -89,7 +89,7 @@ def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -
         ev = load_marker(out, f"eval_{name}") or {}
         bn = load_marker(out, f"bench_{name}") or {}
         evals[name] = ev
-        params = bn.get("params_inference", bn.get("params"))
+        params = bn.get("params")  # inference parameters (auxiliary heads do not run)
         lines.append(
             f"| {name} ({desc}) | {_num(ev.get('miou'), scale=100)} | {_num(ev.get('aacc'), scale=100)} "
             f"| {_num(ev.get('macc'), scale=100)} | {_num(bn.get('latency_ms'))} | {_num(bn.get('fps'), '{:.1f}')} "
@@ -146,8 +146,11 @@ def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -
     lut = load_marker(out, "lut") or {}
     lines += ["## Latency lookup table", ""]
     if lut:
-        lines.append(f"Entries: {lut.get('entries', 'n/a')}, measured on {lut.get('device_name', lut.get('device', '?'))} "
-                     f"with {lut.get('backend', '?')} ({lut.get('dtype', '?')}).")
+        meta = lut.get("meta", lut)
+        lines.append(f"Entries: {lut.get('entries', 'n/a')}, measured on "
+                     f"{meta.get('device_name', meta.get('device', '?'))} with "
+                     f"{meta.get('backend', '?')} ({meta.get('dtype', '?')}, "
+                     f"{meta.get('threads', '?')} thread(s)) at {fmt_size(cfg.latency.size)}.")
     if chk:
         lines.append(f"Table estimate vs measured latency over {chk.get('samples', 'n/a')} random "
                      f"networks: Pearson r = {_num(chk.get('pearson_r'), '{:.4f}')}, mean relative "

@@ -1,0 +1,102 @@
+"""The demo at its smallest setting end to end, stage skipping and resume."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from fasterseg.cli.main import main
+from fasterseg.config.core import load_config
+from fasterseg.config.pipeline import PipelineConfig
+from fasterseg.pipeline.runner import stage_argv
+from fasterseg.pipeline.stages import build_stages
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "configs" / "pipeline" / "demo_smoke.yaml")
+SECTIONS = ["## Results", "## Per-class IoU", "## Searched architectures", "## Search",
+            "## Training curves", "## Latency lookup table"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    rc = main(["demo", "-c", SMOKE, "--out", str(out), "--json"])
+    return rc, out
+
+
+@pytest.mark.slow
+def test_demo_smallest_setting_end_to_end(demo_run, capsys):
+    rc, out = demo_run
+    assert rc == 0
+    report = (out / "report.md").read_text()
+    for section in SECTIONS:
+        assert section in report, section
+    assert "n/a" not in report and "nan" not in report.lower()
+    # every number in the results table is finite
+    rows = [line for line in report.splitlines() if line.startswith("| teacher") or
+            line.startswith("| student")]
+    assert len(rows) >= 3 + 3  # results + per-class tables
+    for line in rows:
+        for cell in line.strip("|").split("|")[1:]:
+            assert math.isfinite(float(cell)), line
+    for name in ("teacher", "student_kd", "student"):
+        assert (out / name / "best.pt").is_file()
+        ev = json.loads((out / "stages" / f"eval_{name}.json").read_text())
+        assert 0.0 <= ev["miou"] <= 1.0
+    for png in ("lut_check.png", "training_curves.png", "arch/student.png", "arch/teacher.png"):
+        assert (out / png).is_file(), png
+    assert re.search(r"Pearson r = \d\.\d{4}", report)
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages_and_reruns_missing(demo_run, capsys):
+    rc, out = demo_run
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["demo", "-c", SMOKE, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("done already (skipped)") == 13
+    (out / "stages" / "eval_student.json").unlink()
+    assert main(["demo", "-c", SMOKE, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("done already (skipped)") == 12
+    assert (out / "stages" / "eval_student.json").is_file()
+
+
+def test_interrupted_stage_resumes_from_its_run_dir(tmp_path):
+    cfg = load_config(PipelineConfig, SMOKE)
+    stages = {s.name: s for s in build_stages(cfg, tmp_path)}
+    teacher = stages["teacher"]
+    assert "--resume" not in stage_argv(teacher)
+    teacher.run_dir.mkdir(parents=True)
+    (teacher.run_dir / "last.pt").write_bytes(b"x")
+    argv = stage_argv(teacher)
+    assert argv[-2:] == ["--resume", str(teacher.run_dir)]
+
+
+def test_missing_input_of_a_stage_is_a_clear_error(tmp_path, capsys):
+    # Pretend every stage before "derive" finished: derive needs the search's arch_params.json.
+    out = tmp_path / "run"
+    (out / "stages").mkdir(parents=True)
+    for name in ("lut", "lut_check", "search"):
+        (out / "stages" / f"{name}.json").write_text("{}")
+    assert main(["demo", "-c", SMOKE, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "stage derive needs" in err and "arch_params.json" in err
+
+
+def test_estimate_only_prints_costs_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--estimate-only", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    est = json.loads(lines[-1])
+    assert est["estimate_s"] > 0 and "search" in est["stages"]
+    assert not out.exists()
+
+
+def test_pipeline_presets_load():
+    for name in ("demo", "demo_smoke", "camvid", "cityscapes", "bdd100k"):
+        cfg = load_config(PipelineConfig, REPO / "configs" / "pipeline" / f"{name}.yaml")
+        assert [s.name for s in build_stages(cfg, Path("x"))][:4] == ["lut", "lut_check", "search", "derive"]
