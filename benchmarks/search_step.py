@@ -113,7 +113,6 @@ def main() -> int:
             if i > 0:
                 times[name].append(time.perf_counter() - t)
                 times[f"{name}_cpu"].append(time.process_time() - c)
-        print(f"iter {i}: arch {time.perf_counter() - t:.2f}s ...", flush=True) if False else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     res = {
         "mode": args.mode, "size": [h, w], "batch": args.batch, "layers": args.layers,
