@@ -60,7 +60,9 @@ def sample_arch(
     if role == "teacher":
         width_grid = [[space.max_ratio] * n_scales for _ in range(depth)]
     else:
-        width_grid = [[rng.choices(space.ratios, ratio_w)[0] for _ in range(n_scales)] for _ in range(depth)]
+        width_grid = [
+            [rng.choices(space.ratios, ratio_w)[0] for _ in range(n_scales)] for _ in range(depth)
+        ]
 
     scales = sorted(rng.sample(range(n_scales), b), reverse=True)
     branches = []
@@ -71,7 +73,9 @@ def sample_arch(
             stride = 2 if layer in downs else 1
             j_next = j + (stride == 2)
             ratio = head if layer == depth - 1 else width_grid[layer][j_next]
-            cells.append({"op": op_grid[layer][j], "rate": space.rates[j], "stride": stride, "ratio": ratio})
+            cells.append(
+                {"op": op_grid[layer][j], "rate": space.rates[j], "stride": stride, "ratio": ratio}
+            )
             j = j_next
         branches.append({"output_rate": space.rates[j_out], "cells": cells})
     return Arch.from_dict({
@@ -91,4 +95,6 @@ def sample_archs(
 ) -> list[Arch]:
     """``n`` reproducible samples (``seed``)."""
     rng = random.Random(seed)
-    return [sample_arch(space, rng, role, num_classes, name=f"sample{i:03d}", **kw) for i in range(n)]
+    return [
+        sample_arch(space, rng, role, num_classes, name=f"sample{i:03d}", **kw) for i in range(n)
+    ]

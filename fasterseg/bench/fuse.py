@@ -27,7 +27,8 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d, lo: int = 0, hi: int | None = Non
     hi = bn.num_features if hi is None else hi
     w, b = fuse_conv_bn_weights(
         conv.weight, conv.bias, bn.running_mean[lo:hi], bn.running_var[lo:hi], bn.eps,
-        None if bn.weight is None else bn.weight[lo:hi], None if bn.bias is None else bn.bias[lo:hi],
+        None if bn.weight is None else bn.weight[lo:hi],
+        None if bn.bias is None else bn.bias[lo:hi],
     )
     conv.weight = w
     conv.bias = b
@@ -51,7 +52,8 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
                 setattr(module, b_name, nn.Identity())
         # Stride-2 skip (factorized reduce): two half-width convs concatenated, then one BN.
         conv_a, conv_b, bn = (getattr(module, n, None) for n in ("conv_a", "conv_b", "bn"))
-        if isinstance(conv_a, nn.Conv2d) and isinstance(conv_b, nn.Conv2d) and type(bn) is nn.BatchNorm2d:
+        pair = isinstance(conv_a, nn.Conv2d) and isinstance(conv_b, nn.Conv2d)
+        if pair and type(bn) is nn.BatchNorm2d:
             half = conv_a.out_channels
             _fold(conv_a, bn, 0, half)
             _fold(conv_b, bn, half, 2 * half)

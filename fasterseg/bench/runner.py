@@ -64,12 +64,14 @@ def prepare_model(model: nn.Module, settings: BenchSettings) -> nn.Module:
     return model
 
 
-def benchmark(model: nn.Module, settings: BenchSettings, complexity: dict | None = None) -> dict[str, Any]:
+def benchmark(
+    model: nn.Module, settings: BenchSettings, complexity: dict | None = None
+) -> dict[str, Any]:
     """Time ``model`` as described in the module docstring; returns a JSON-ready dict."""
     s = settings
     dev = torch.device(s.device)
     if s.backend == "compile" and s.dtype == "fp16" and dev.type == "cpu":
-        logger.warning("fp16 on CPU is slow and poorly supported; bf16 is the CPU low-precision type")
+        logger.warning("fp16 on CPU is slow and poorly supported; prefer fp32 or bf16")
     threads = set_threads(s.threads) if dev.type == "cpu" else torch.get_num_threads()
     if complexity is None:
         complexity = model_complexity(model, s.size)

@@ -34,10 +34,12 @@ def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) -
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)))
+    ok = bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))) and ok
     _applied = _applied or ok
     if ok:
-        logger.debug("malloc tuned: mmap threshold %d, trim threshold %d", mmap_threshold, trim_threshold)
+        logger.debug("malloc tuned: mmap threshold %d, trim threshold %d",
+                     mmap_threshold, trim_threshold)
     return ok
 
 

@@ -26,20 +26,28 @@ def register(subparsers, parents) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="published name (fasterseg_student), architecture JSON or checkpoint .pt")
-    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
+    p.add_argument("model",
+                   help="published name (fasterseg_student), architecture JSON or checkpoint .pt")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048),
+                   help="input HxW (default 1024x2048)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "compile", "jit", "onnxruntime", "tensorrt"],
-                   help="torch (eager), compile (torch.compile/inductor, frozen), jit (TorchScript + "
+    p.add_argument("--backend", default="torch",
+                   choices=["torch", "compile", "jit", "onnxruntime", "tensorrt"],
+                   help="torch (eager), compile (torch.compile/inductor, frozen), "
+                   "jit (TorchScript + "
                    "oneDNN Graph fusion, CPU), onnxruntime, tensorrt (TensorRT 10, CUDA)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch back ends)")
-    p.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the convolutions first")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory format (torch back ends)")
+    p.add_argument("--fuse-bn", action="store_true",
+                   help="fold BatchNorm into the convolutions first")
     p.add_argument("--tune-malloc", action="store_true",
                    help="keep freed memory in the heap (glibc mallopt) so big activations are not "
                    "re-faulted every inference (CPU; changes speed only)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (set explicitly; default: torch's)")
-    p.add_argument("--seconds", type=float, default=6.0, help="timed duration after warm-up (default 6, as the paper)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (set explicitly; default: torch's)")
+    p.add_argument("--seconds", type=float, default=6.0,
+                   help="timed duration after warm-up (default 6, as the authors)")
     p.add_argument("--num-classes", type=int, default=None, help="override the classes of the head")
     p.add_argument("--out", default=None, help="also write the result JSON to this file")
     add_json(p)
@@ -65,7 +73,8 @@ def run(args) -> int:
         tune_malloc()
     model, info = load_bench_model(args.model, args.num_classes)
     settings = BenchSettings(size=tuple(args.size), device=str(device), backend=args.backend,
-                             dtype=args.dtype, channels_last=args.channels_last, fuse_bn=args.fuse_bn,
+                             dtype=args.dtype, channels_last=args.channels_last,
+                             fuse_bn=args.fuse_bn,
                              threads=args.threads, seconds=args.seconds)
     cx = model_complexity(model, settings.size)
     name = getattr(getattr(model, "arch", None), "name", args.model)
@@ -78,12 +87,14 @@ def run(args) -> int:
     res["model"] = name
     res["malloc_tuned"] = bool(args.tune_malloc)
     res["weights"] = info.get("weights")
-    print(f"  latency  {res['latency_ms']:.2f} ms median (IQR {res['p25_ms']:.2f}-{res['p75_ms']:.2f}, "
+    iqr = f"{res['p25_ms']:.2f}-{res['p75_ms']:.2f}"
+    print(f"  latency  {res['latency_ms']:.2f} ms median (IQR {iqr}, "
           f"{res['runs']} runs in {args.seconds:g} s after {res['warmup_runs']} warm-up runs)")
     print(f"  FPS      {res['fps']:.2f}")
     if res.get("macs") is not None:
         print(f"  MACs     {format_count(res['macs'])} (multiply-accumulates)   params "
-              f"{format_count(res['params'])} (inference), {format_count(res['params_total'])} (with aux heads)")
+              f"{format_count(res['params'])} (inference), "
+              f"{format_count(res['params_total'])} (with aux heads)")
     v = res["versions"]
     print(f"  method   {res['device_name']}, {res['threads']} threads, torch {v.get('torch')}"
           + (f", onnxruntime {v['onnxruntime']}" if args.backend == "onnxruntime" else ""))

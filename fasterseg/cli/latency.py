@@ -36,20 +36,25 @@ def register(subparsers, parents) -> None:
     b.add_argument("--space", required=True, help="YAML file with a 'space:' section")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set space.num_layers=8")
-    b.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
+    b.add_argument("--size", type=parse_size, default=(1024, 2048),
+                   help="input HxW (default 1024x2048)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    b.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's current setting)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's current setting)")
     b.add_argument("--warmup", type=int, default=10, help="untimed runs per entry (default 10)")
-    b.add_argument("--reps", type=int, default=30, help="timed runs per entry; the median is stored (default 30)")
+    b.add_argument("--reps", type=int, default=30,
+                   help="timed runs per entry; the median is stored (default 30)")
     b.add_argument("--rounds", type=int, default=3,
                    help="passes over all entries the reps are split into, so bursts of load from "
                    "other processes spread over many entries (default 3)")
     b.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall: elapsed time (default); cpu: CPU time of the single compute thread "
-                   "(needs --threads 1; robust on a shared machine where other processes steal the core)")
-    b.add_argument("--num-classes", type=int, default=19, help="classes of the head entries (default 19)")
+                   "(needs --threads 1; robust on a shared machine where other processes steal "
+                   "the core)")
+    b.add_argument("--num-classes", type=int, default=19,
+                   help="classes of the head entries (default 19)")
     b.add_argument("-o", "--out", required=True, help="output table (JSON)")
     add_json(b)
     b.set_defaults(func=run_build)
@@ -65,8 +70,10 @@ def register(subparsers, parents) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--role", default="student", choices=["student", "teacher"])
     c.add_argument("--warmup", type=int, default=5)
-    c.add_argument("--reps", type=int, default=20, help="timed runs per network; median (default 20)")
-    c.add_argument("--rounds", type=int, default=4, help="round-robin passes over the networks (default 4)")
+    c.add_argument("--reps", type=int, default=20,
+                   help="timed runs per network; median (default 20)")
+    c.add_argument("--rounds", type=int, default=4,
+                   help="round-robin passes over the networks (default 4)")
     c.add_argument("--plot", default=None, help="write the scatter plot (PNG/PDF/SVG)")
     c.add_argument("--out", default=None, help="write all points and the method as JSON")
     add_json(c)
@@ -111,7 +118,9 @@ def run_build(args) -> int:
         try:
             import tensorrt  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
-            raise UserError("backend tensorrt: the tensorrt package (TensorRT 10) is not installed") from None
+            raise UserError(
+                "backend tensorrt: the tensorrt package (TensorRT 10) is not installed"
+            ) from None
 
     def on_plan(todo: int, done: int, seconds: float) -> None:
         extra = f" ({done} already in {args.out}, skipped)" if done else ""
@@ -120,7 +129,8 @@ def run_build(args) -> int:
 
     table = build_table(space, args.size, args.out, backend=args.backend, device=device,
                         dtype=args.dtype, threads=args.threads, warmup=args.warmup, reps=args.reps,
-                        rounds=args.rounds, clock=args.clock, num_classes=args.num_classes, on_plan=on_plan)
+                        rounds=args.rounds, clock=args.clock, num_classes=args.num_classes,
+                        on_plan=on_plan)
     print(f"wrote {args.out}: {len(table)} entries ({table.meta['device_name']}, "
           f"{table.meta['threads']} threads)")
     print(f"next: fasterseg latency check --lut {args.out} --samples 30 --plot fig3.png")
@@ -174,7 +184,8 @@ def run_estimate(args) -> int:
         arch = arch.with_num_classes(args.num_classes)
     parts = latency_breakdown(arch, table)
     size = table.meta.get("input_size")
-    print(f"{arch.name} at {size[0]}x{size[1]} ({table.meta.get('backend')}, {table.meta.get('device_name')}):")
+    where = f"{table.meta.get('backend')}, {table.meta.get('device_name')}"
+    print(f"{arch.name} at {size[0]}x{size[1]} ({where}):")
     for k, v in parts.items():
         print(f"  {k:<12}{v:9.3f} ms")
     if args.json:

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 Backend = Literal["torch", "compile", "jit", "onnxruntime", "tensorrt"]
 DType = Literal["fp32", "bf16", "fp16"]
 BACKENDS: tuple[str, ...] = ("torch", "compile", "jit", "onnxruntime", "tensorrt")
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16
+}
 
 
 def device_name(device: str | torch.device) -> str:
@@ -53,7 +55,8 @@ def library_versions() -> dict[str, str]:
     """Versions that change latencies (recorded in tables and benchmark results)."""
     import numpy
 
-    v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    v = {"python": platform.python_version(), "torch": torch.__version__,
+         "numpy": numpy.__version__}
     try:
         import onnxruntime
 
@@ -73,7 +76,7 @@ def library_versions() -> dict[str, str]:
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads explicitly (CPU timings depend on it); returns the value used."""
+    """Set torch's intra-op threads explicitly (CPU timings depend on it); returns the value."""
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads must be >= 1, got {threads}")
@@ -127,7 +130,8 @@ def prepare_torch(
         synchronize(device)
         return out
 
-    desc = f"torch{'.compile' if compile else ''} {dtype}{' channels_last' if channels_last else ''}"
+    cl = " channels_last" if channels_last else ""
+    desc = f"torch{'.compile' if compile else ''} {dtype}{cl}"
     return Runner(run, device, desc)
 
 
@@ -161,7 +165,8 @@ def prepare_jit(
         with torch.no_grad():
             return traced(*xs)
 
-    return Runner(run, device, f"jit+onednn-graph {dtype}{' channels_last' if channels_last else ''}")
+    cl = " channels_last" if channels_last else ""
+    return Runner(run, device, f"jit+onednn-graph {dtype}{cl}")
 
 
 # ---------------------------------------------------------------------------------- onnx
@@ -189,9 +194,13 @@ def prepare_onnxruntime(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UserError("backend onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+        raise UserError(
+            "backend onnxruntime needs the onnxruntime package (pip install onnxruntime)"
+        ) from None
     if dtype != "fp32":
-        raise UserError("backend onnxruntime measures fp32 only here; use --dtype fp32 (or backend torch)")
+        raise UserError(
+            "backend onnxruntime measures fp32 only here; use --dtype fp32 (or backend torch)"
+        )
     model_bytes = export_onnx_bytes(module, inputs)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -202,7 +211,9 @@ def prepare_onnxruntime(
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UserError("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")
-        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        providers = [
+            ("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"
+        ]
     else:
         providers = ["CPUExecutionProvider"]
     sess = ort.InferenceSession(model_bytes, so, providers=providers)
@@ -287,7 +298,8 @@ def prepare(
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if backend in ("torch", "compile"):
-        return prepare_torch(module, inputs, dev, dtype, channels_last, compile=backend == "compile")
+        compiled = backend == "compile"
+        return prepare_torch(module, inputs, dev, dtype, channels_last, compile=compiled)
     if backend == "jit":
         return prepare_jit(module, inputs, dev, dtype, channels_last)
     if backend == "onnxruntime":
@@ -345,8 +357,10 @@ def time_for(runner: Runner, seconds: float, min_reps: int = 5) -> list[float]:
     return times
 
 
-def warm_until_steady(runner: Runner, max_seconds: float = 10.0, window: int = 5, tol: float = 0.05) -> int:
-    """Run until two consecutive windows of runs have medians within ``tol`` (caches, JIT, clocks)."""
+def warm_until_steady(
+    runner: Runner, max_seconds: float = 10.0, window: int = 5, tol: float = 0.05
+) -> int:
+    """Run until two consecutive windows of runs have medians within ``tol`` (caches, JIT...)."""
     t_end = time.perf_counter() + max_seconds
     prev = None
     n = 0

@@ -59,7 +59,9 @@ def check_size(space: SearchSpaceConfig, size: Sequence[int]) -> None:
         )
 
 
-def space_blocks(space: SearchSpaceConfig, size: Sequence[int], num_classes: int = 19) -> list[Block]:
+def space_blocks(
+    space: SearchSpaceConfig, size: Sequence[int], num_classes: int = 19
+) -> list[Block]:
     """Every block the space can use at input ``size`` (unique, in a stable order)."""
     check_size(space, size)
     h, w = size
@@ -106,7 +108,8 @@ def calibrate_throughput(
 
     big = max(blocks, key=lambda b: b.macs)
     ms = statistics.median(
-        measure_module(big.build(), big.input_shapes(), backend, device, dtype, threads, warmup=1, reps=3)
+        measure_module(big.build(), big.input_shapes(), backend, device, dtype, threads,
+                       warmup=1, reps=3)
     )
     return max(big.macs / 1e9 / max(ms / 1e3 - _OVERHEAD_MS / 1e3, 1e-6), 1e-3)
 
@@ -136,7 +139,9 @@ def table_meta(
     }
 
 
-_MUST_MATCH = ("backend", "device", "device_name", "dtype", "threads", "input_size", "num_classes", "clock")
+_MUST_MATCH = (
+    "backend", "device", "device_name", "dtype", "threads", "input_size", "num_classes", "clock"
+)
 
 
 def open_for_resume(path: Path, meta: dict) -> LatencyTable:
@@ -219,7 +224,8 @@ def build_table(
     disable = (not sys.stderr.isatty()) if progress is None else not progress
     last_save = time.monotonic()
     steps = len(todo) * len(cumulative)
-    with torch.inference_mode(), tqdm(total=steps, desc="latency table", unit="block", disable=disable) as bar:
+    bar = tqdm(total=steps, desc="latency table", unit="block", disable=disable)
+    with torch.inference_mode(), bar:
         for target in cumulative:
             for b in todo:
                 bar.update(1)

@@ -72,7 +72,9 @@ def table_space(table: LatencyTable) -> SearchSpaceConfig:
     """The search space recorded in the table metadata."""
     space = table.meta.get("space")
     if not isinstance(space, dict):
-        raise UserError("latency table has no 'space' in its metadata (build it with `fasterseg latency build`)")
+        raise UserError(
+            "latency table has no 'space' in its metadata (build it with `fasterseg latency build`)"
+        )
     return from_dict(SearchSpaceConfig, space, "meta.space")
 
 
@@ -98,11 +100,13 @@ def check_table(
     m = table.meta
     space = table_space(table)
     size = tuple(m["input_size"])
-    backend, device, dtype = m.get("backend", "torch"), m.get("device", "cpu"), m.get("dtype", "fp32")
+    backend, device = m.get("backend", "torch"), m.get("device", "cpu")
+    dtype = m.get("dtype", "fp32")
     threads = m.get("threads") if str(device).startswith("cpu") else None
     clock = m.get("clock", "wall")
     set_threads(threads)
-    archs = sample_archs(space, samples, seed=seed, role=role, num_classes=int(m.get("num_classes", 19)))
+    ncls = int(m.get("num_classes", 19))
+    archs = sample_archs(space, samples, seed=seed, role=role, num_classes=ncls)
     est = [discrete_latency(a, table, size) for a in archs]
     # Round-robin over the networks (like the table build) so load bursts from other processes
     # spread over all samples instead of inflating a few of them.
@@ -119,7 +123,8 @@ def check_table(
                 bar.update(1)
     meas = [statistics.median(t) for t in times]
     names = [a.name for a in archs]
-    meta = {k: m.get(k) for k in ("backend", "device", "device_name", "dtype", "threads", "input_size")}
+    keys = ("backend", "device", "device_name", "dtype", "threads", "input_size")
+    meta = {k: m.get(k) for k in keys}
     meta["clock"] = clock
     meta.update(warmup=warmup, reps=reps, rounds=rounds, statistic="median", seed=seed, role=role)
     return CheckResult(est, meas, names, meta)
@@ -144,7 +149,8 @@ def plot_check(result: CheckResult, path: str | Path, title: str | None = None) 
     ax.set_ylabel("measured latency (ms)")
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(lo - pad, hi + pad)
-    ax.set_title(title or f"r = {result.pearson_r:.3f}, mean rel. error {100 * result.mean_rel_error:.1f}%")
+    err = 100 * result.mean_rel_error
+    ax.set_title(title or f"r = {result.pearson_r:.3f}, mean rel. error {err:.1f}%")
     ax.legend(loc="upper left")
     fig.tight_layout()
     p = Path(path)

@@ -35,7 +35,13 @@ from torch import nn
 from fasterseg.arch.schema import Arch
 from fasterseg.config.search_space import SearchSpaceConfig
 from fasterseg.errors import UserError
-from fasterseg.latency.signature import Block, aggregation_blocks, arch_blocks, decoder_blocks, stem_blocks
+from fasterseg.latency.signature import (
+    Block,
+    aggregation_blocks,
+    arch_blocks,
+    decoder_blocks,
+    stem_blocks,
+)
 from fasterseg.latency.table import LatencyTable
 
 PAPER_WEIGHTS = (0.001, 0.997, 0.0021)  # paper section 3.2
@@ -52,7 +58,9 @@ def _size(table: LatencyTable, size: Sequence[int] | None) -> tuple[int, int]:
     return int(s[0]), int(s[1])
 
 
-def latency_breakdown(arch: Arch, table: LatencyTable, size: Sequence[int] | None = None) -> dict[str, float]:
+def latency_breakdown(
+    arch: Arch, table: LatencyTable, size: Sequence[int] | None = None
+) -> dict[str, float]:
     """Milliseconds per part (``stem``, ``cells``, ``aggregation``, ``decoder``) and ``total``."""
     parts: dict[str, float] = {"stem": 0.0, "cells": 0.0, "aggregation": 0.0, "decoder": 0.0}
     for part, block in arch_blocks(arch, _size(table, size)):
@@ -70,11 +78,12 @@ def decoder_latency(
     table: LatencyTable, head_ratio: int, rates: Sequence[int], skip_ratio: int,
     num_classes: int, size: Sequence[int],
 ) -> float:
-    """Aggregation + fusion + head of branches ending at ``rates`` (skips of width ``skip_ratio``)."""
+    """Aggregation, fusion and head of branches ending at ``rates`` (skip width ``skip_ratio``)."""
     total = 0.0
     for r in rates:
         skips = {t: t * skip_ratio for t in (8, 16, 32)}
-        total += table.total(b.key for b in aggregation_blocks(r * head_ratio, r, head_ratio, skips, size))
+        blocks = aggregation_blocks(r * head_ratio, r, head_ratio, skips, size)
+        total += table.total(b.key for b in blocks)
     total += table.total(b.key for b in decoder_blocks(head_ratio, len(rates), num_classes, size))
     return total
 
@@ -113,7 +122,8 @@ class RelaxedLatency(nn.Module):
         self.head_ratio = space.student_head_ratio if head_ratio is None else head_ratio
         self.ratios = sorted(set(space.ratios) | {self.stem_ratio, self.head_ratio})
         idx = {r: i for i, r in enumerate(self.ratios)}
-        self._stem_i, self._head_i, self._max_i = idx[self.stem_ratio], idx[self.head_ratio], idx[space.max_ratio]
+        self._stem_i, self._head_i = idx[self.stem_ratio], idx[self.head_ratio]
+        self._max_i = idx[space.max_ratio]
         # gamma (over space.ratios) -> distribution over self.ratios
         embed = torch.zeros(len(space.ratios), len(self.ratios), dtype=torch.float64)
         for i, r in enumerate(space.ratios):
@@ -125,22 +135,27 @@ class RelaxedLatency(nn.Module):
         outs_keep = sorted(set(space.ratios) | {self.head_ratio})
         for j, s in enumerate(space.rates):
             ins = sorted(set(space.ratios) | ({self.stem_ratio} if j == 0 else set()))
-            keep = torch.zeros(len(self.ops), len(self.ratios), len(self.ratios), dtype=torch.float64)
+            n_r = len(self.ratios)
+            keep = torch.zeros(len(self.ops), n_r, n_r, dtype=torch.float64)
             down = torch.zeros_like(keep)
             for k, op in enumerate(self.ops):
                 for a in ins:
                     for c in outs_keep:
-                        keep[k, idx[a], idx[c]] = table[Block(op, h // s, w // s, s * a, s * c, 1).key]
+                        b = Block(op, h // s, w // s, s * a, s * c, 1)
+                        keep[k, idx[a], idx[c]] = table[b.key]
                     if j < last:
                         for c in space.ratios:
-                            down[k, idx[a], idx[c]] = table[Block(op, h // s, w // s, s * a, 2 * s * c, 2).key]
+                            b = Block(op, h // s, w // s, s * a, 2 * s * c, 2)
+                            down[k, idx[a], idx[c]] = table[b.key]
             self.register_buffer(f"keep{j}", keep, persistent=False)
             self.register_buffer(f"down{j}", down, persistent=False)
         self.stem_ms = table.total(b.key for b in stem_blocks(self.stem_ratio, self.size))
         self.head_ms = 0.0
         if head_rates:
             ncls = num_classes or int(table.meta.get("num_classes", 19))
-            self.head_ms = decoder_latency(table, self.head_ratio, head_rates, space.max_ratio, ncls, self.size)
+            self.head_ms = decoder_latency(
+                table, self.head_ratio, head_rates, space.max_ratio, ncls, self.size
+            )
 
     # ------------------------------------------------------------------ distributions
     def _onehot(self, i: int, like: torch.Tensor) -> torch.Tensor:
@@ -164,7 +179,8 @@ class RelaxedLatency(nn.Module):
             raise ValueError(f"expected {self.n_scales} alpha tensors, got {len(alphas)}")
         for j, a in enumerate(alphas):
             if tuple(a.shape) != (self.L - j, len(self.ops)):
-                raise ValueError(f"alpha[{j}] must be [{self.L - j}, {len(self.ops)}], got {list(a.shape)}")
+                want = [self.L - j, len(self.ops)]
+                raise ValueError(f"alpha[{j}] must be {want}, got {list(a.shape)}")
         betas = list(betas)
         if len(betas) == self.n_scales - 1:
             betas = [None, *betas]
@@ -172,12 +188,14 @@ class RelaxedLatency(nn.Module):
             raise ValueError(f"expected {self.n_scales - 1} beta tensors, got {len(betas)}")
         for j in range(1, self.n_scales):
             if tuple(betas[j].shape) != (self.L - j - 1, 2):
-                raise ValueError(f"beta[{j}] must be [{self.L - j - 1}, 2], got {list(betas[j].shape)}")
+                want = [self.L - j - 1, 2]
+                raise ValueError(f"beta[{j}] must be {want}, got {list(betas[j].shape)}")
         if gammas is not None:
             for j, g in enumerate(gammas):
                 rows = self.L - 1 if j == 0 else self.L - j
                 if tuple(g.shape) != (rows, len(self.space.ratios)):
-                    raise ValueError(f"gamma[{j}] must be [{rows}, {len(self.space.ratios)}], got {list(g.shape)}")
+                    want = [rows, len(self.space.ratios)]
+                    raise ValueError(f"gamma[{j}] must be {want}, got {list(g.shape)}")
         return betas
 
     # ------------------------------------------------------------------ accumulation
@@ -203,7 +221,8 @@ class RelaxedLatency(nn.Module):
                 a = alphas[j][l - j]
                 p_in = self._width(gammas, l - 1, j, like)
                 keep = getattr(self, f"keep{j}").to(like.dtype)
-                keep_out[(l, j)] = t_in + torch.einsum("k,a,kab,b->", a, p_in, keep, self._width(gammas, l, j, like))
+                p_keep = self._width(gammas, l, j, like)
+                keep_out[(l, j)] = t_in + torch.einsum("k,a,kab,b->", a, p_in, keep, p_keep)
                 if j < last and l < self.L - 1:
                     down = getattr(self, f"down{j}").to(like.dtype)
                     p_out = self._width(gammas, l, j + 1, like)
@@ -212,7 +231,7 @@ class RelaxedLatency(nn.Module):
         return total + self.stem_ms + self.head_ms
 
     def terms(self, alphas, betas, gammas=None) -> dict[str, torch.Tensor]:
-        """The three decoupled terms: operator (alpha free), rate (beta free), ratio (gamma free)."""
+        """The decoupled terms: operator (alpha free), rate (beta free), ratio (gamma free)."""
         ua = [torch.full_like(a, 1.0 / a.shape[1]) for a in alphas]
         ub = [None if b is None else torch.full_like(b, 0.5) for b in betas]
         return {
@@ -229,7 +248,7 @@ class RelaxedLatency(nn.Module):
         mode: Mode = "decoupled",
         weights: Sequence[float] = PAPER_WEIGHTS,
     ) -> torch.Tensor:
-        """Relaxed latency in ms; ``decoupled`` is eq. 3 with ``weights``, ``naive`` one free term."""
+        """Relaxed latency (ms): ``decoupled`` = eq. 3 with ``weights``; ``naive`` = one term."""
         if mode == "naive":
             return self.expected(alphas, betas, gammas)
         if mode != "decoupled":

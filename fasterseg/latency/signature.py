@@ -154,31 +154,38 @@ def parse_key(key: str) -> Block:
     kind, h, w, rest = m["kind"], int(m["h"]), int(m["w"]), m["rest"]
     try:
         if kind in OPERATORS:
-            ci, co, s = re.fullmatch(r"Cin(\d+)/Cout(\d+)/s(\d+)", rest).groups()  # type: ignore[union-attr]
+            ci, co, s = _fields(r"Cin(\d+)/Cout(\d+)/s(\d+)", rest)
             return Block(kind, h, w, int(ci), int(co), stride=int(s))
         if kind == "conv_norm":
-            ci, co, k, s = re.fullmatch(r"Cin(\d+)/Cout(\d+)/k(\d+)/s(\d+)", rest).groups()  # type: ignore[union-attr]
+            ci, co, k, s = _fields(r"Cin(\d+)/Cout(\d+)/k(\d+)/s(\d+)", rest)
             return Block(kind, h, w, int(ci), int(co), stride=int(s), kernel=int(k))
         if kind == "refine":
-            ci, cs, co = re.fullmatch(r"Cin(\d+)\+(\d+)/Cout(\d+)", rest).groups()  # type: ignore[union-attr]
+            ci, cs, co = _fields(r"Cin(\d+)\+(\d+)/Cout(\d+)", rest)
             return Block(kind, h, w, int(ci), int(co), c_skip=int(cs))
         if kind == "fusion":
-            ci, b = re.fullmatch(r"Cin(\d+)x(\d+)", rest).groups()  # type: ignore[union-attr]
+            ci, b = _fields(r"Cin(\d+)x(\d+)", rest)
             return Block(kind, h, w, int(ci), int(ci) * int(b), parts=int(b))
         if kind == "head":
-            ci, co = re.fullmatch(r"Cin(\d+)/Cout(\d+)", rest).groups()  # type: ignore[union-attr]
+            ci, co = _fields(r"Cin(\d+)/Cout(\d+)", rest)
             return Block(kind, h, w, int(ci), int(co))
-        c, f = re.fullmatch(r"C(\d+)/x(\d+)", rest).groups()  # type: ignore[union-attr]
+        c, f = _fields(r"C(\d+)/x(\d+)", rest)
         return Block(kind, h, w, int(c), int(c), scale=int(f))
-    except AttributeError:
+    except ValueError:
         raise UserError(f"not a latency table key: {key!r}") from None
+
+
+def _fields(pattern: str, text: str) -> tuple[str, ...]:
+    m = re.fullmatch(pattern, text)
+    if m is None:
+        raise ValueError(text)
+    return m.groups()
 
 
 # --------------------------------------------------------------------------- network walks
 
 
 def stem_blocks(stem_ratio: int, size: Sequence[int]) -> list[Block]:
-    """The stem (``fasterseg.models.network.build_stem``): 3 -> 4chi (s2) -> 8chi x2 (s2) -> 8chi x2 (s2)."""
+    """The stem (``models.network.build_stem``): 3 -> 4chi s2 -> 8chi x2 s2 -> 8chi x2 s2."""
     h, w = size
     c1, c2 = 4 * stem_ratio, 8 * stem_ratio
     return [
@@ -188,7 +195,9 @@ def stem_blocks(stem_ratio: int, size: Sequence[int]) -> list[Block]:
     ]
 
 
-def aggregation_step(rate: int, c_in: int, head_ratio: int, c_skip: int, size: Sequence[int]) -> list[Block]:
+def aggregation_step(
+    rate: int, c_in: int, head_ratio: int, c_skip: int, size: Sequence[int]
+) -> list[Block]:
     """One step from ``rate`` to ``rate // 2``: arm 1x1, bilinear x2, concat skip + refine 3x3."""
     h, w = size
     target = rate // 2

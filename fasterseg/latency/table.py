@@ -1,4 +1,4 @@
-"""The latency lookup table: ``{key: milliseconds}`` plus the metadata that says how it was measured.
+"""The latency lookup table: ``{key: milliseconds}`` plus metadata saying how it was measured.
 
 File format (JSON, ``"schema": "fasterseg.latency/1"``)::
 
@@ -36,7 +36,9 @@ class MissingKeyError(UserError):
 class LatencyTable:
     """Latency lookup table in milliseconds, keyed by ``fasterseg.latency.signature`` keys."""
 
-    def __init__(self, entries: Mapping[str, float] | None = None, meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self, entries: Mapping[str, float] | None = None, meta: Mapping[str, Any] | None = None
+    ) -> None:
         self.entries: dict[str, float] = {str(k): float(v) for k, v in (entries or {}).items()}
         self.meta: dict[str, Any] = dict(meta or {})
         # Timings of entries still being measured (a partial, resumable build); not lookups.
@@ -98,11 +100,15 @@ class LatencyTable:
             raise UserError(f"{source}: expected a JSON object")
         schema = data.get("schema")
         if schema != SCHEMA_ID:
-            raise UserError(f"{source}: unsupported schema {schema!r} (this version reads {SCHEMA_ID!r})")
+            raise UserError(
+                f"{source}: unsupported schema {schema!r} (this version reads {SCHEMA_ID!r})"
+            )
         entries, meta = data.get("entries", {}), data.get("meta", {})
         if not isinstance(entries, dict) or not isinstance(meta, dict):
             raise UserError(f"{source}: 'entries' and 'meta' must be JSON objects")
-        bad = [k for k, v in entries.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+        bad = [
+            k for k, v in entries.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+        ]
         if bad:
             raise UserError(f"{source}: entry {bad[0]!r} is not a number of milliseconds")
         table = cls(entries, meta)
@@ -135,7 +141,9 @@ class LatencyTable:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"latency table {p} is not valid JSON: {e}") from None
         table = cls.from_dict(data, source=str(p))
-        table.check_compatible(device=device, backend=backend, dtype=dtype, threads=threads, source=str(p))
+        table.check_compatible(
+            device=device, backend=backend, dtype=dtype, threads=threads, source=str(p)
+        )
         return table
 
     def check_compatible(
