@@ -42,8 +42,9 @@ def test_bench_fast_path_and_checkpoint(tmp_path, capsys):
 
 
 def test_bench_jit_onednn_graph(capsys):
-    rc = main(["bench", "fasterseg_student", "--size", "64x128", "--threads", "1", "--seconds", "0.1",
-               "--backend", "jit", "--channels-last", "--fuse-bn", "--tune-malloc", "--json"])
+    rc = main(["bench", "fasterseg_student", "--size", "64x128", "--threads", "1",
+               "--seconds", "0.1", "--backend", "jit", "--channels-last", "--fuse-bn",
+               "--tune-malloc", "--json"])
     res = _last_json(capsys.readouterr().out)
     assert rc == 0 and res["backend"] == "jit" and res["malloc_tuned"] and res["latency_ms"] > 0
 

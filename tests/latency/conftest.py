@@ -28,8 +28,8 @@ def make_table(space: SearchSpaceConfig, size=SIZE, num_classes: int = 19, **met
 
 @pytest.fixture
 def tiny_space() -> SearchSpaceConfig:
-    return SearchSpaceConfig(num_layers=4, ratios=[4, 8], teacher_stem_ratio=8, teacher_head_ratio=8,
-                             student_stem_ratio=4, student_head_ratio=8)
+    return SearchSpaceConfig(num_layers=4, ratios=[4, 8], teacher_stem_ratio=8,
+                             teacher_head_ratio=8, student_stem_ratio=4, student_head_ratio=8)
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ def test_rerun_resumes_and_skips_done_entries(built, capsys, tmp_path):
     assert set(done.entries) == set(keys)
     assert all(done.entries[k] == table.entries[k] for k in keys[5:])
     # A different measurement setting is refused instead of mixing tables.
-    assert main(["latency", "build", "--space", SPACE, *SMALL[:-6], "--threads", "2", "-o", str(path)]) == 1
+    argv = ["latency", "build", "--space", SPACE, *SMALL[:-6], "--threads", "2", "-o", str(path)]
+    assert main(argv) == 1
     assert "threads" in capsys.readouterr().err
     import torch
 
@@ -83,14 +84,16 @@ def test_estimate_and_missing_entries(built, capsys, tmp_path):
     path = arch.save(tmp_path / "a.json")
     assert main(["latency", "estimate", str(path), "--lut", str(built), "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["latency_ms"] == pytest.approx(sum(res["parts"][k] for k in ("stem", "cells", "aggregation", "decoder")))
+    parts = ("stem", "cells", "aggregation", "decoder")
+    assert res["latency_ms"] == pytest.approx(sum(res["parts"][k] for k in parts))
 
 
 def test_usage_errors(tmp_path, capsys):
     assert main(["latency", "build", "--space", str(tmp_path / "nope.yaml"), "-o", "x.json"]) == 1
-    assert main(["latency", "build", "--space", SPACE, "--size", "100x128", "-o", str(tmp_path / "x.json")]) == 1
+    out = str(tmp_path / "x.json")
+    assert main(["latency", "build", "--space", SPACE, "--size", "100x128", "-o", out]) == 1
     assert "divisible" in capsys.readouterr().err
-    assert main(["latency", "build", "--space", SPACE, "--backend", "tensorrt", "-o", str(tmp_path / "x.json")]) == 1
+    assert main(["latency", "build", "--space", SPACE, "--backend", "tensorrt", "-o", out]) == 1
     assert main(["latency", "build", "--space", SPACE, "--clock", "cpu", "--threads", "2",
                  "-o", str(tmp_path / "x.json")]) == 1
     assert main(["latency", "check", "--lut", str(tmp_path / "none.json")]) == 1

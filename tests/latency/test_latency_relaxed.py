@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from fasterseg.arch.schema import Arch
-from fasterseg.latency.model import OFFICIAL_WEIGHTS, PAPER_WEIGHTS, RelaxedLatency, latency_breakdown
+from fasterseg.latency.model import (
+    OFFICIAL_WEIGHTS,
+    PAPER_WEIGHTS,
+    RelaxedLatency,
+    latency_breakdown,
+)
 from fasterseg.latency.signature import Block, stem_blocks
 
 D = torch.float64
@@ -29,7 +34,7 @@ def _params(space, gen, onehot=False, scale=1.0):
 
 
 def _path_arch(space, alphas, betas, gammas, end, stem, head):
-    """The single-path network a one-hot parameter set selects for the path ending at scale ``end``."""
+    """The single-path net that one-hot parameters select for the path ending at scale ``end``."""
     L = space.num_layers
     scales = [end]
     for l in range(L - 1, 0, -1):
@@ -44,7 +49,8 @@ def _path_arch(space, alphas, betas, gammas, end, stem, head):
     cells = []
     for l, j in enumerate(scales):
         j_next = scales[l + 1] if l + 1 < L else j
-        ratio = head if l == L - 1 else space.ratios[int(gammas[j_next][l - max(j_next - 1, 0)].argmax())]
+        row = gammas[j_next][l - max(j_next - 1, 0)]
+        ratio = head if l == L - 1 else space.ratios[int(row.argmax())]
         cells.append({"op": space.operators[int(alphas[j][l - j].argmax())], "rate": space.rates[j],
                       "stride": 2 if j_next > j else 1, "ratio": ratio})
     return Arch.from_dict({"schema": "fasterseg.arch/1", "name": f"path{end}", "num_classes": 19,
@@ -77,7 +83,8 @@ def _expected_op(table, space, size, op_probs, j, p_in, p_out, stride):
         for a, pa in p_in.items():
             for c, pc in p_out.items():
                 if pa * pc:
-                    out += float(op_probs[k]) * pa * pc * table[Block(op, h // s, w // s, s * a, mult * s * c, stride).key]
+                    key = Block(op, h // s, w // s, s * a, mult * s * c, stride).key
+                    out += float(op_probs[k]) * pa * pc * table[key]
     return out
 
 
@@ -148,14 +155,17 @@ def test_decoupled_terms_and_modes(tiny_space, tiny_table):
     terms = rl.terms(a, b, g)
     for w in (PAPER_WEIGHTS, OFFICIAL_WEIGHTS):
         want = w[0] * terms["op"] + w[1] * terms["rate"] + w[2] * terms["ratio"]
-        assert float(rl(a, b, g, weights=w).detach()) == pytest.approx(float(want.detach()), rel=1e-12)
-    assert float(rl(a, b, g, mode="naive").detach()) == pytest.approx(float(rl.expected(a, b, g).detach()), rel=1e-12)
+        got = float(rl(a, b, g, weights=w).detach())
+        assert got == pytest.approx(float(want.detach()), rel=1e-12)
+    naive = float(rl(a, b, g, mode="naive").detach())
+    assert naive == pytest.approx(float(rl.expected(a, b, g).detach()), rel=1e-12)
     # Each decoupled term depends only on its own parameters.
     grads = torch.autograd.grad(terms["op"], [*a, *b, *g], allow_unused=True)
     assert all(gr is None or float(gr.abs().sum()) == 0 for gr in grads[len(a):])
     assert any(float(gr.abs().sum()) > 0 for gr in grads[: len(a)])
     grads = torch.autograd.grad(terms["rate"], [*a, *b, *g], allow_unused=True)
-    assert all(gr is None or float(gr.abs().sum()) == 0 for gr in (*grads[: len(a)], *grads[len(a) + len(b):]))
+    others = (*grads[: len(a)], *grads[len(a) + len(b):])
+    assert all(gr is None or float(gr.abs().sum()) == 0 for gr in others)
     grads = torch.autograd.grad(terms["ratio"], [*g], allow_unused=True)
     assert any(gr is not None and float(gr.abs().sum()) > 0 for gr in grads)
 
@@ -167,7 +177,8 @@ def test_teacher_without_gamma_uses_widest_ratio(tiny_space, tiny_table):
     widest = [torch.zeros_like(x) for x in g]
     for x in widest:
         x[:, tiny_space.ratios.index(max(tiny_space.ratios))] = 1.0
-    assert float(rl.expected(a, b, None)) == pytest.approx(float(rl.expected(a, b, widest)), rel=1e-12)
+    want = float(rl.expected(a, b, widest))
+    assert float(rl.expected(a, b, None)) == pytest.approx(want, rel=1e-12)
 
 
 def test_bad_shapes_are_rejected(tiny_space, tiny_table):
