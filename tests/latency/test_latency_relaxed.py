@@ -49,8 +49,10 @@ def _path_arch(space, alphas, betas, gammas, end, stem, head):
     cells = []
     for l, j in enumerate(scales):
         j_next = scales[l + 1] if l + 1 < L else j
-        row = gammas[j_next][l - max(j_next - 1, 0)]
-        ratio = head if l == L - 1 else space.ratios[int(row.argmax())]
+        if l == L - 1:
+            ratio = head
+        else:
+            ratio = space.ratios[int(gammas[j_next][l - max(j_next - 1, 0)].argmax())]
         cells.append({"op": space.operators[int(alphas[j][l - j].argmax())], "rate": space.rates[j],
                       "stride": 2 if j_next > j else 1, "ratio": ratio})
     return Arch.from_dict({"schema": "fasterseg.arch/1", "name": f"path{end}", "num_classes": 19,
