@@ -41,9 +41,11 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: a subcommand's copy of --debug must not reset one given before the subcommand.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for errors"
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="show full tracebacks for errors",
     )
     parser = argparse.ArgumentParser(
         prog="fasterseg",
@@ -75,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: 2 on usage errors, 0 on --help
         return int(e.code or 0)
+    args.debug = getattr(args, "debug", False)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

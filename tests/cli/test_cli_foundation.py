@@ -47,3 +47,11 @@ def test_export_onnx_parity(tmp_path, capsys):
     d = _last_json(capsys)
     assert rc == 0 and out.is_file()
     assert d["verified"] and d["max_abs_diff"] < 1e-4
+
+
+def test_debug_before_or_after_subcommand_shows_traceback():
+    from fasterseg.errors import UserError
+
+    for argv in (["--debug", "info", "nope"], ["info", "nope", "--debug"]):
+        with pytest.raises(UserError):
+            main(argv)
