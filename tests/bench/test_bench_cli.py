@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from fasterseg.cli.main import main
 from fasterseg.utils.io import torch_save
