@@ -159,20 +159,25 @@ class RelaxedLatency(nn.Module):
 
     # ------------------------------------------------------------------ distributions
     def _onehot(self, i: int, like: torch.Tensor) -> torch.Tensor:
-        v = like.new_zeros(len(self.ratios))
-        v[i] = 1.0
+        v = like.new_zeros(1, len(self.ratios))
+        v[0, i] = 1.0
         return v
 
-    def _width(self, gammas, l: int, j: int, like: torch.Tensor) -> torch.Tensor:
-        """Width distribution of the scale-j feature output by layer l (l = -1: the stem)."""
-        if l < 0:
-            return self._onehot(self._stem_i, like)
-        if l == self.L - 1:
-            return self._onehot(self._head_i, like)
+    def _widths(self, gammas, j: int, like: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        """Width distributions of the scale-j features, one row per producing layer.
+
+        Rows: layers -1 (the stem) .. L-1 for scale 0; layers j-1 .. L-1 for scale j >= 1. The
+        last layer always outputs the head ratio.
+        """
+        rows = self.L - 1 if j == 0 else self.L - j
         if gammas is None:
-            return self._onehot(self._max_i, like)
-        row = l - max(j - 1, 0)
-        return gammas[j][row] @ self.embed.to(like.dtype)
+            inner = self._onehot(self._max_i, like).expand(rows, -1)
+        else:
+            inner = gammas[j] @ embed
+        parts = [inner, self._onehot(self._head_i, like)]
+        if j == 0:
+            parts.insert(0, self._onehot(self._stem_i, like))
+        return torch.cat(parts)
 
     def _check(self, alphas, betas, gammas) -> list:
         if len(alphas) != self.n_scales:
@@ -203,10 +208,27 @@ class RelaxedLatency(nn.Module):
         """One relaxed latency term: stem + sum over scales of the expected path latency."""
         betas = self._check(alphas, betas, gammas)
         like = alphas[0]
+        conv = {"device": like.device, "dtype": like.dtype}
+        keeps = [getattr(self, f"keep{j}").to(**conv) for j in range(self.n_scales)]
+        downs = [getattr(self, f"down{j}").to(**conv) for j in range(self.n_scales)]
+        embed = self.embed.to(**conv)
+        # Expected op latency of every cell at once: E[l] = sum_k a_k * P_in^T LUT_k P_out.
+        w = [self._widths(gammas, j, like, embed) for j in range(self.n_scales)]
+        last = self.n_scales - 1
+        e_keep, e_down = [], []
+        for j in range(self.n_scales):
+            n = self.L - j  # cells of scale j: layers j .. L-1
+            p_in, p_keep = w[j][:n], w[j][1:n + 1]  # features of layers l-1 and l
+            e_keep.append(torch.einsum("rk,ra,kab,rb->r", alphas[j], p_in, keeps[j], p_keep))
+            if j < last:  # down ops of layers j .. L-2 write scale j+1 features of layer l
+                p_down = w[j + 1][: n - 1]
+                e_down.append(
+                    torch.einsum("rk,ra,kab,rb->r", alphas[j][:-1], p_in[:-1], downs[j], p_down)
+                )
+        # Accumulate along paths (a scalar recurrence over layers).
         keep_out: dict[tuple[int, int], torch.Tensor] = {}
         down_out: dict[tuple[int, int], torch.Tensor] = {}
         zero = like.new_zeros(())
-        last = self.n_scales - 1
         for l in range(self.L):
             for j in range(min(l, last) + 1):
                 if l == 0:
@@ -218,15 +240,9 @@ class RelaxedLatency(nn.Module):
                 else:
                     b = betas[j][l - j - 1]
                     t_in = b[0] * down_out[(l - 1, j - 1)] + b[1] * keep_out[(l - 1, j)]
-                a = alphas[j][l - j]
-                p_in = self._width(gammas, l - 1, j, like)
-                keep = getattr(self, f"keep{j}").to(like.dtype)
-                p_keep = self._width(gammas, l, j, like)
-                keep_out[(l, j)] = t_in + torch.einsum("k,a,kab,b->", a, p_in, keep, p_keep)
+                keep_out[(l, j)] = t_in + e_keep[j][l - j]
                 if j < last and l < self.L - 1:
-                    down = getattr(self, f"down{j}").to(like.dtype)
-                    p_out = self._width(gammas, l, j + 1, like)
-                    down_out[(l, j)] = t_in + torch.einsum("k,a,kab,b->", a, p_in, down, p_out)
+                    down_out[(l, j)] = t_in + e_down[j][l - j]
         total = sum(keep_out[(self.L - 1, j)] for j in range(self.n_scales))
         return total + self.stem_ms + self.head_ms
 
