@@ -21,9 +21,9 @@ from fasterseg.utils.io import write_text
 
 # (run name, Table 3 label, main-pipeline run it reuses or None)
 TABLE3 = [
-    ("b1_chi8", "O, s | chi = 8, b = 1", None),
-    ("b2_chi8", "O, s | chi = 8, b = 2", None),
-    ("student", "S: O, s, chi | b = 2 (no distillation)", "student"),
+    ("b1_chi8", "O, s \\| chi = 8, b = 1", None),
+    ("b2_chi8", "O, s \\| chi = 8, b = 2", None),
+    ("student", "S: O, s, chi \\| b = 2 (no distillation)", "student"),
     ("pruned_teacher", "T -> pruned T (distilled)", None),
     ("student_kd", "T -> S (FasterSeg, distilled)", "student_kd"),
 ]

@@ -100,3 +100,21 @@ def test_pipeline_presets_load():
     for name in ("demo", "demo_smoke", "camvid", "cityscapes", "bdd100k"):
         cfg = load_config(PipelineConfig, REPO / "configs" / "pipeline" / f"{name}.yaml")
         assert [s.name for s in build_stages(cfg, Path("x"))][:4] == ["lut", "lut_check", "search", "derive"]
+
+
+@pytest.mark.slow
+def test_ablate_reuses_pipeline_and_writes_table3(demo_run, capsys):
+    rc, out = demo_run
+    assert rc == 0
+    assert main(["ablate", "-c", SMOKE, "--out", str(out), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("done already (skipped)") >= 13  # the main pipeline's stages are reused
+    report = (out / "ablation.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 5  # header + the five Table 3 rows
+    for line in rows[1:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        assert len(cells) == 6, line
+        assert all(math.isfinite(float(c)) for c in cells[1:]), line
+    assert (out / "ablate" / "latency_regularisation.png").is_file()
+    assert "naive" in report and "fine-grained" in report
