@@ -41,10 +41,17 @@ class CheckResult:
         errs = [abs(e - m) / m for e, m in zip(self.estimated_ms, self.measured_ms) if m > 0]
         return sum(errs) / len(errs) if errs else float("nan")
 
+    @property
+    def offset_ms(self) -> float:
+        """Median of measured - estimated: the per-network cost that blocks alone do not see."""
+        d = [m - e for e, m in zip(self.estimated_ms, self.measured_ms)]
+        return statistics.median(d) if d else float("nan")
+
     def to_dict(self) -> dict:
         return {
             "pearson_r": self.pearson_r,
             "mean_rel_error": self.mean_rel_error,
+            "offset_ms": self.offset_ms,
             "samples": len(self.names),
             "points": [
                 {"name": n, "estimated_ms": e, "measured_ms": m}
