@@ -67,24 +67,9 @@ def resolve_config_path(name: str, kind: str = "train") -> Path:
 
 
 def _resolve_resume_dir(args) -> Path:
-    from fasterseg.engine.rundir import latest_run
+    from fasterseg.engine.rundir import resolve_resume_dir
 
-    if args.resume:
-        run_dir = Path(args.resume)
-    elif args.out:
-        run_dir = Path(args.out)
-    else:
-        found = latest_run("runs/train")
-        if found is None:
-            raise UserError("--resume: no run with a last.pt under runs/train; pass its directory")
-        run_dir = found
-    if run_dir.is_file() and run_dir.suffix == ".pt":
-        run_dir = run_dir.parent
-    if not (run_dir / "last.pt").is_file():
-        raise UserError(f"--resume: {run_dir} has no last.pt to resume from")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"--resume: {run_dir} has no config.yaml")
-    return run_dir
+    return resolve_resume_dir(args.resume, args.out, "runs/train")
 
 
 def build_config(args) -> tuple[object, Path | None]:

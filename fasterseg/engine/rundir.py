@@ -150,3 +150,25 @@ def write_summary(run_dir: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def resolve_resume_dir(resume: str | None, out: str | None, runs_root: str) -> Path:
+    """The run to resume: ``--resume RUN``, else ``--out``, else the latest under ``runs_root``."""
+    from fasterseg.errors import UserError
+
+    if resume:
+        run_dir = Path(resume)
+    elif out:
+        run_dir = Path(out)
+    else:
+        found = latest_run(runs_root)
+        if found is None:
+            raise UserError(f"--resume: no run with a last.pt under {runs_root}; pass its directory")
+        run_dir = found
+    if run_dir.is_file() and run_dir.suffix == ".pt":
+        run_dir = run_dir.parent
+    if not (run_dir / "last.pt").is_file():
+        raise UserError(f"--resume: {run_dir} has no last.pt to resume from")
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume: {run_dir} has no config.yaml")
+    return run_dir

@@ -19,6 +19,7 @@ from fasterseg.search_space.operators import (
     FeatureFusion,
     Head,
     build_operator,
+    init_weights,
     resize,
 )
 
@@ -141,14 +142,7 @@ class FasterSegNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_in, ReLU) convs, BN weight 1 / bias 0, zero conv biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def branch_cells(self, b: int) -> list[nn.Module]:
         """The cell modules of branch ``b`` in order (shared cells are the same objects)."""

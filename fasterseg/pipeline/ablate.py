@@ -9,7 +9,6 @@ regularisation. Every extra network runs through the same CLI stages as the main
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -117,18 +116,9 @@ def _fmt(v, fmt="{:.2f}", scale=1.0) -> str:
 
 
 def _search_curve(run_dir: Path) -> list[dict]:
-    p = run_dir / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("type") == "epoch" and r.get("stage") == "search":
-            rows.append(r)
-    return rows
+    from fasterseg.pipeline.report import read_metrics
+
+    return [r for r in read_metrics(run_dir) if r.get("type") == "epoch" and r.get("stage") == "search"]
 
 
 def plot_latency_ablation(out: Path) -> Path | None:

@@ -20,7 +20,7 @@ def _num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
     return "n/a"
 
 
-def _read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path) -> list[dict]:
     p = run_dir / "metrics.jsonl"
     if not p.is_file():
         return []
@@ -40,7 +40,7 @@ def plot_training_curves(out: Path, runs: list[tuple[str, str]]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {name: _read_metrics(out / name) for name, _ in runs}
+    series = {name: read_metrics(out / name) for name, _ in runs}
     if not any(series.values()):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))

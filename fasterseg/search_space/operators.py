@@ -34,6 +34,7 @@ __all__ = [
     "Operator",
     "build_operator",
     "half_size",
+    "init_weights",
     "resize",
 ]
 
@@ -178,6 +179,18 @@ def build_operator(
     except KeyError:
         raise ValueError(f"unknown operator {name!r}; choose from {', '.join(OPERATORS)}") from None
     return cls(c_in, c_out, stride, out_widths)
+
+
+def init_weights(module: nn.Module) -> None:
+    """The authors' init: Kaiming-normal (fan_in, ReLU) convs, zero biases, BN weight 1 / bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class ConvNorm(nn.Module):

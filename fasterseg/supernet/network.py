@@ -91,14 +91,9 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_in, ReLU) convs, BN weight 1 / bias 0 (the authors' init)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        from fasterseg.search_space.operators import init_weights
+
+        init_weights(self)
 
     def arch_parameters(self, arch: ArchName | None = None) -> list[nn.Parameter]:
         """Alpha, beta (and student gamma) logits of one architecture, or of both."""
