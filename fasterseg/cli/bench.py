@@ -9,8 +9,8 @@ from fasterseg.errors import UserError
 
 EXAMPLES = """examples:
   fasterseg bench fasterseg_student --size 1024x2048 --device cpu --threads 2
-  fasterseg bench fasterseg_student --size 1024x2048 --backend jit --channels-last \\
-      --fuse-bn --tune-malloc --threads 2             # the fast CPU path
+  fasterseg bench fasterseg_student --size 1024x2048 --fast --threads 2
+      # = --backend jit --channels-last --fuse-bn --tune-malloc (the fast CPU path)
   fasterseg bench runs/train/best.pt --size 512x1024 --backend onnxruntime --json
   fasterseg bench archs/my_arch.json --device cuda --backend tensorrt --dtype fp16
 """
@@ -44,6 +44,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--tune-malloc", action="store_true",
                    help="keep freed memory in the heap (glibc mallopt) so big activations are not "
                    "re-faulted every inference (CPU; changes speed only)")
+    p.add_argument("--fast", action="store_true",
+                   help="the fastest CPU recipe found here: --backend jit --channels-last "
+                   "--fuse-bn --tune-malloc (fp32, identical predictions)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (set explicitly; default: torch's)")
     p.add_argument("--seconds", type=float, default=6.0,
@@ -61,6 +64,10 @@ def run(args) -> int:
 
     if args.seconds <= 0:
         raise UserError("--seconds must be > 0")
+    if args.fast:
+        if args.backend not in ("torch", "jit"):
+            raise UserError("--fast selects --backend jit; do not combine it with another backend")
+        args.backend, args.channels_last, args.fuse_bn, args.tune_malloc = "jit", True, True, True
     check_input_size(*args.size)
     device = resolve_device(args.device)
     if args.backend == "tensorrt" and device.type != "cuda":

@@ -42,10 +42,10 @@ def test_bench_fast_path_and_checkpoint(tmp_path, capsys):
 
 def test_bench_jit_onednn_graph(capsys):
     rc = main(["bench", "fasterseg_student", "--size", "64x128", "--threads", "1",
-               "--seconds", "0.1", "--backend", "jit", "--channels-last", "--fuse-bn",
-               "--tune-malloc", "--json"])
+               "--seconds", "0.1", "--fast", "--json"])
     res = _last_json(capsys.readouterr().out)
     assert rc == 0 and res["backend"] == "jit" and res["malloc_tuned"] and res["latency_ms"] > 0
+    assert res["channels_last"] and res["fuse_bn"] and res["dtype"] == "fp32"
 
 
 @pytest.mark.onnx
