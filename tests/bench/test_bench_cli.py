@@ -40,12 +40,16 @@ def test_bench_fast_path_and_checkpoint(tmp_path, capsys):
     assert res["weights"] == "checkpoint"
 
 
-def test_bench_jit_onednn_graph(capsys):
+def test_bench_jit_onednn_graph(capsys, monkeypatch):
+    import fasterseg.bench.tuning as tuning
+
+    calls = []  # keep the test process's allocator as it is (tune_malloc lasts for the process)
+    monkeypatch.setattr(tuning, "tune_malloc", lambda: calls.append(1) or True)
     rc = main(["bench", "fasterseg_student", "--size", "64x128", "--threads", "1",
                "--seconds", "0.1", "--fast", "--json"])
     res = _last_json(capsys.readouterr().out)
     assert rc == 0 and res["backend"] == "jit" and res["malloc_tuned"] and res["latency_ms"] > 0
-    assert res["channels_last"] and res["fuse_bn"] and res["dtype"] == "fp32"
+    assert res["channels_last"] and res["fuse_bn"] and res["dtype"] == "fp32" and calls == [1]
 
 
 @pytest.mark.onnx

@@ -190,3 +190,15 @@ def test_bad_shapes_are_rejected(tiny_space, tiny_table):
         rl(a[:2], b, g)
     with pytest.raises(ValueError, match="beta"):
         rl(a, [b[0], b[0]], g)
+
+
+def test_optional_decoder_is_a_constant(tiny_space, tiny_table):
+    from fasterseg.latency.model import decoder_latency
+
+    plain = RelaxedLatency(tiny_table, tiny_space)
+    with_head = RelaxedLatency(tiny_table, tiny_space, head_rates=(16, 32))
+    a, b, g = _params(tiny_space, torch.Generator().manual_seed(6))
+    const = decoder_latency(tiny_table, 8, (16, 32), max(tiny_space.ratios), 19, (64, 128))
+    assert const > 0
+    diff = float(with_head.expected(a, b, g)) - float(plain.expected(a, b, g))
+    assert diff == pytest.approx(const, rel=1e-9)
