@@ -21,7 +21,8 @@ def register(sub, parents) -> None:
         help="export a model to ONNX (and check it with onnxruntime)",
         description="Export to ONNX (eval mode, logits at input resolution, dynamic batch). "
         f"--verify runs onnxruntime on a random input and fails (exit 1) if the max abs "
-        f"difference to PyTorch exceeds {TOLERANCE:g}.",
+        f"difference to PyTorch exceeds {TOLERANCE:g} (times the largest |logit| when logits "
+        f"exceed 1, as in barely trained nets whose float32 logits are huge).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
     rc = 0
     if args.verify:
         v = verify_onnx(model, path, (h, w))
-        ok = v["max_abs_diff"] < TOLERANCE
+        tol = TOLERANCE * max(1.0, v["max_abs_ref"])
+        ok = v["max_abs_diff"] < tol
         print(f"onnxruntime vs PyTorch: max abs diff {v['max_abs_diff']:.2e} "
-              f"(tolerance {TOLERANCE:g}), argmax agreement {v['argmax_agreement']:.4%}: "
+              f"(tolerance {tol:.3g}), argmax agreement {v['argmax_agreement']:.4%}: "
               f"{'OK' if ok else 'FAILED'}")
-        result.update(v, verified=ok)
+        result.update(v, tolerance=tol, verified=ok)
         rc = 0 if ok else 1
     if args.json:
         emit_json(result)

@@ -63,5 +63,7 @@ def verify_onnx(
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     diff = float(np.abs(out - ref).max())
+    scale = float(np.abs(ref).max())
     agree = float((out.argmax(1) == ref.argmax(1)).mean())
-    return {"max_abs_diff": diff, "argmax_agreement": agree, "output_shape": list(out.shape)}
+    return {"max_abs_diff": diff, "max_abs_ref": scale, "argmax_agreement": agree,
+            "output_shape": list(out.shape)}
