@@ -125,7 +125,7 @@ def estimate_pipeline(cfg: PipelineConfig, stages: list[Stage]) -> tuple[dict[st
             crop = tuple(sea.get("crop_size") or (160, 320))
             iters = sea.get("iters_per_epoch") or 400
             epochs = sea.get("pretrain_epochs", 20) + sea.get("search_epochs", 30)
-            per_iter = _train_step_seconds("fasterseg_teacher", crop, device) * (sea.get("batch_size") or 2) * 12
+            per_iter = _train_step_seconds("fasterseg_teacher", crop, device) * (sea.get("batch_size") or 2) * 24
             est[s.name] = epochs * iters * per_iter
         elif s.kind in ("eval", "bench", "derive"):
             est[s.name] = 30.0
@@ -133,7 +133,7 @@ def estimate_pipeline(cfg: PipelineConfig, stages: list[Stage]) -> tuple[dict[st
             est[s.name] = 120.0
     how = ("published nets as stand-ins, measured fwd+bwd on " + device + ": "
            + ", ".join(f"{k} {v:.2f} s/iter" for k, v in steps.items())
-           + "; search ~12 teacher passes per iteration" + note)
+           + "; a search iteration ~ 24 teacher passes (8 supernet passes, 5 ops per cell)" + note)
     return est, how
 
 
