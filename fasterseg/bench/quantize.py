@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import operator
+import warnings
 from typing import Iterable, Sequence
 
 import torch
@@ -38,6 +39,23 @@ def int8_available() -> str | None:
     """The quantized CPU engine to use (``x86`` preferred), or None when there is none."""
     supported = torch.backends.quantized.supported_engines
     return next((e for e in ENGINES if e in supported), None)
+
+
+class FloatCat(nn.Module):
+    """``torch.cat`` that the quantizer leaves in fp32 (a non-traceable leaf module).
+
+    A quantized ``torch.cat`` requantizes every input to the FIRST input's scale, and the
+    branches concatenated here have different ranges (a small one first would clip the rest).
+    As an unknown op this gets dequantized inputs; the consumer's own observer requantizes the
+    result. Cheap: every concat runs at 1/8 or 1/16 resolution.
+    """
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors, self.dim)
 
 
 def _has_vnni() -> bool:
@@ -88,7 +106,8 @@ def trace_trunk(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
 
     ``resize`` is traced as a leaf, then replaced by ``F.interpolate`` with the concrete size a
     shape propagation found; ``Identity`` (folded BN) nodes are dropped and the superkernel convs
-    (``SlimConv2d``, called with an extra width argument) become plain ``nn.Conv2d`` calls.
+    (``SlimConv2d``, called with an extra width argument) become plain ``nn.Conv2d`` calls;
+    concatenations become ``FloatCat`` modules.
     """
     from torch.fx.passes.shape_prop import ShapeProp
 
@@ -100,6 +119,7 @@ def trace_trunk(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     gm = fx.GraphModule(tracer.root, graph)
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
+    cats = []
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target is ops.resize:
             size = tuple(node.meta["tensor_meta"].shape[-2:])
@@ -109,6 +129,8 @@ def trace_trunk(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
                     {"size": size, "mode": "bilinear", "align_corners": True})
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
+        elif node.op == "call_function" and node.target is torch.cat:
+            cats.append(node)
         elif node.op == "call_module":
             mod = gm.get_submodule(node.target)
             if isinstance(mod, nn.Identity):
@@ -122,6 +144,14 @@ def trace_trunk(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
                 if type(mod) is not nn.Conv2d:
                     parent, _, name = node.target.rpartition(".")
                     setattr(gm.get_submodule(parent), name, _plain_conv(mod))
+    for k, node in enumerate(cats):
+        tensors = node.args[0] if node.args else node.kwargs["tensors"]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        gm.add_submodule(f"float_cat_{k}", FloatCat(dim))
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(f"float_cat_{k}", (tensors,))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -191,6 +221,7 @@ def quantize_int8(
         QConfigMapping,
         default_per_channel_weight_observer,
     )
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     engine = engine or int8_available()
@@ -206,20 +237,25 @@ def quantize_int8(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).eval().float()
     gm = trace_trunk(model, images[0])
-    # torch.cat of quantized tensors assumes one scale for all inputs and the branches do not
-    # share one: concatenate in fp32 (cheap at 1/8 resolution) and quantize the result again.
     if reduce_range is None:
         reduce_range = not _has_vnni()
     qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
                       weight=default_per_channel_weight_observer)
-    qmap = QConfigMapping().set_global(qconfig).set_object_type(torch.cat, None)
+    qmap = QConfigMapping().set_global(qconfig)
     for name in keep_fp32:
         qmap = qmap.set_module_name(name, None)
     if channels_last:
         gm = gm.to(memory_format=torch.channels_last)
-    prepared = prepare_fx(gm, qmap, (images[0],))
-    for im in images:
-        prepared(im.contiguous(memory_format=fmt))
-    trunk = convert_fx(prepared)
+    custom = PrepareCustomConfig().set_non_traceable_module_classes([FloatCat])
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao (not a dependency here), and the
+        # observers warn about reduce_range's future spelling: noise for a benchmark user.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        prepared = prepare_fx(gm, qmap, (images[0],), prepare_custom_config=custom)
+        for im in images:
+            prepared(im.contiguous(memory_format=fmt))
+        trunk = convert_fx(prepared)
     logger.debug("int8 trunk:\n%s", trunk.code)
     return QuantizedFasterSeg(trunk, size, channels_last).eval()

@@ -36,12 +36,13 @@ class BenchSettings:
     size: tuple[int, int] = (1024, 2048)
     device: str = "cpu"
     backend: str = "torch"  # torch | compile | onnxruntime | tensorrt
-    dtype: str = "fp32"  # fp32 | bf16 | fp16
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 | int8 (torch back end on CPU: static PTQ)
     channels_last: bool = False
     fuse_bn: bool = False
     threads: int | None = None
     seconds: float = 6.0
     max_warmup_seconds: float | None = None  # default: max(2 s, seconds)
+    calibration_images: int = 4  # int8: generated street scenes to calibrate on
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -64,6 +65,33 @@ def prepare_model(model: nn.Module, settings: BenchSettings) -> nn.Module:
     return model
 
 
+def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, dict[str, Any]]:
+    """Quantize ``model`` to int8 at ``settings.size`` (``fasterseg.bench.quantize``).
+
+    Also returns the share of pixels whose predicted class equals the fp32 model's on a held-out
+    generated scene (``agreement``), so a fast but wrong int8 model cannot pass unnoticed.
+    """
+    from fasterseg.bench.quantize import calibration_images, int8_available, quantize_int8
+
+    s = settings
+    if s.backend != "torch" or torch.device(s.device).type != "cpu":
+        raise UserError("--dtype int8 runs on the torch back end with --device cpu only")
+    engine = int8_available()
+    if engine is None:
+        raise UserError("this torch build has no quantized CPU engine; --dtype int8 is unavailable")
+    model = model.eval()
+    calib = calibration_images(s.size, s.calibration_images, seed=0)
+    t0 = time.perf_counter()
+    qmodel = quantize_int8(model, s.size, calib, engine=engine)
+    calib_s = time.perf_counter() - t0
+    (probe,) = calibration_images(s.size, 1, seed=1)  # a scene not used for calibration
+    with torch.inference_mode():
+        agree = (qmodel(probe).argmax(1) == model(probe).argmax(1)).float().mean().item()
+    info = {"quant_engine": engine, "calibration_images": len(calib),
+            "calibration_s": calib_s, "agreement": agree}
+    return qmodel, info
+
+
 def benchmark(
     model: nn.Module, settings: BenchSettings, complexity: dict | None = None
 ) -> dict[str, Any]:
@@ -75,10 +103,15 @@ def benchmark(
     threads = set_threads(s.threads) if dev.type == "cpu" else torch.get_num_threads()
     if complexity is None:
         complexity = model_complexity(model, s.size)
-    model = prepare_model(model, s)
     x = torch.randn(1, 3, *s.size, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
-    runner = prepare(model, [x], s.backend, dev, s.dtype, threads, s.channels_last)
+    extra: dict[str, Any] = {}
+    if s.dtype == "int8":
+        model, extra = prepare_int8(model, s)
+        runner = prepare(model, [x], "torch", dev, "fp32", threads, False)
+    else:
+        model = prepare_model(model, s)
+        runner = prepare(model, [x], s.backend, dev, s.dtype, threads, s.channels_last)
     first = time.perf_counter()
     runner.run()  # compilation / engine build / first allocation happen here
     first_ms = (time.perf_counter() - first) * 1e3
@@ -114,6 +147,7 @@ def benchmark(
         "params": complexity.get("params_inference"),
         "params_total": complexity.get("params_total"),
         "versions": library_versions(),
+        **extra,
     }
 
 

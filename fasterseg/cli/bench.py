@@ -36,7 +36,10 @@ def register(subparsers, parents) -> None:
                    help="torch (eager), compile (torch.compile/inductor, frozen), "
                    "jit (TorchScript + "
                    "oneDNN Graph fusion, CPU), onnxruntime, tensorrt (TensorRT 10, CUDA)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+                   help="int8: static post-training quantization calibrated on generated street "
+                   "scenes (torch back end, CPU; BN folded, channels-last; reports the share of "
+                   "pixels whose class equals fp32's as 'agreement')")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC memory format (torch back ends)")
     p.add_argument("--fuse-bn", action="store_true",
@@ -68,6 +71,12 @@ def run(args) -> int:
         if args.backend not in ("torch", "jit"):
             raise UserError("--fast selects --backend jit; do not combine it with another backend")
         args.backend, args.channels_last, args.fuse_bn, args.tune_malloc = "jit", True, True, True
+        if args.dtype == "int8":  # the int8 path runs on the torch back end
+            args.backend = "torch"
+    if args.dtype == "int8":
+        if args.backend != "torch":
+            raise UserError("--dtype int8 needs --backend torch (static quantization, CPU)")
+        args.channels_last, args.fuse_bn = True, True  # what the int8 path does anyway
     check_input_size(*args.size)
     device = resolve_device(args.device)
     if args.backend == "tensorrt" and device.type != "cuda":
@@ -98,6 +107,10 @@ def run(args) -> int:
     print(f"  latency  {res['latency_ms']:.2f} ms median (IQR {iqr}, "
           f"{res['runs']} runs in {args.seconds:g} s after {res['warmup_runs']} warm-up runs)")
     print(f"  FPS      {res['fps']:.2f}")
+    if "agreement" in res:
+        print(f"  int8     {100 * res['agreement']:.2f}% of pixels predict the fp32 class "
+              f"(held-out scene; calibrated on {res['calibration_images']} scenes in "
+              f"{res['calibration_s']:.1f} s, engine {res['quant_engine']})")
     if res.get("macs") is not None:
         print(f"  MACs     {format_count(res['macs'])} (multiply-accumulates)   params "
               f"{format_count(res['params'])} (inference), "
