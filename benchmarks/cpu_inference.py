@@ -10,6 +10,8 @@ class (argmax) equals the fp32 eager prediction on a synthetic street scene.
         [--threads 2] [--seconds 6] [--skip compile_bf16,onnxruntime]
     OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py --threads 1 --clock cpu \
         --out benchmarks/results/cpu_inference_cpuclock.json
+    python benchmarks/cpu_inference.py --model runs/train/best.pt --sizes 1024x2048 \
+        --skip compile_fp32,compile_bf16,onnxruntime,bf16_fused_cl   # int8 vs fp32, trained
 
 ``--clock cpu`` (one thread only) times the CPU time of the process instead of the wall clock:
 on a shared machine it estimates the latency the run would have had with the core to itself.
@@ -31,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from fasterseg.bench.fuse import fuse_conv_bn  # noqa: E402
-from fasterseg.bench.runner import percentile  # noqa: E402
+from fasterseg.bench.runner import load_bench_model, percentile  # noqa: E402
 from fasterseg.bench.tuning import tune_malloc  # noqa: E402
 from fasterseg.latency import backends  # noqa: E402
 from fasterseg.latency.backends import device_name, library_versions, prepare  # noqa: E402
@@ -47,6 +49,8 @@ VARIANTS = {
     "compile_fp32": ("compile", "fp32", True, True),
     "compile_bf16": ("compile", "bf16", True, True),
     "onnxruntime": ("onnxruntime", "fp32", False, False),
+    # static post-training int8 (fasterseg.bench.quantize): BN folded, NHWC, fp32 final x8 resize
+    "int8_static": ("int8", "int8", True, True),
 }
 
 
@@ -91,9 +95,13 @@ def agreement(out, ref_pred: torch.Tensor) -> float:
     return float((out.float().argmax(1) == ref_pred).float().mean())
 
 
-def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str]) -> dict:
+def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str],
+             model_spec: str = "fasterseg_student") -> dict:
     torch.manual_seed(0)
-    model = create_model("fasterseg_student").eval()
+    if model_spec == "fasterseg_student":
+        model = create_model("fasterseg_student").eval()
+    else:  # a trained checkpoint: the agreement of int8 with fp32 is only meaningful with one
+        model = load_bench_model(model_spec)[0].eval()
     x = scene_input(size)
     with torch.inference_mode():
         ref = model(x)
@@ -119,7 +127,13 @@ def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str]) ->
         if name in skip:
             continue
         t0 = time.perf_counter()
-        r = prepare(fused if fuse else model, [x], backend, "cpu", dtype, threads, cl)
+        if backend == "int8":
+            from fasterseg.bench.quantize import calibration_images, quantize_int8
+
+            qmodel = quantize_int8(model, size, calibration_images(size, 4, seed=0))
+            r = prepare(qmodel, [x], "torch", "cpu", "fp32", threads, False)
+        else:
+            r = prepare(fused if fuse else model, [x], backend, "cpu", dtype, threads, cl)
         with torch.inference_mode():
             out = r.run()
         info[name] = {"backend": backend, "dtype": dtype, "channels_last": cl, "fuse_bn": fuse,
@@ -160,6 +174,9 @@ def main() -> None:
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="cpu: process CPU time (only with --threads 1)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
+    ap.add_argument("--model", default="fasterseg_student",
+                    help="fasterseg_student (random weights) or a trained checkpoint .pt (needed "
+                    "for a meaningful int8 agreement)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_inference.json"))
     args = ap.parse_args()
     global CLOCK
@@ -175,14 +192,17 @@ def main() -> None:
         "clock": args.clock,
         "device_name": device_name("cpu"), "cpus": os.cpu_count(), "versions": library_versions(),
         "load_average_start": list(os.getloadavg()),
+        "model_weights": args.model,
         "note": "shared 2-core machine; medians of interleaved runs; agreement = argmax equal to "
-                "fp32 eager on a synthetic scene with random (Kaiming) weights",
+                "fp32 eager on a synthetic scene ("
+                + ("random (Kaiming) weights" if args.model == "fasterseg_student"
+                   else "trained weights") + ")",
         "sizes": [],
     }
     for size in sizes:
         print(f"fasterseg_student {size[0]}x{size[1]}, batch 1, {args.threads} threads:",
               flush=True)
-        r = run_size(size, args.threads, args.seconds, args.rounds, skip)
+        r = run_size(size, args.threads, args.seconds, args.rounds, skip, args.model)
         print(f"  -> best {r['best']}: {r['best_latency_ms']:.1f} ms, "
               f"{r['speedup_vs_fp32_eager']:.2f}x vs fp32 eager, agreement "
               f"{100 * r['best_agreement']:.2f}%", flush=True)
