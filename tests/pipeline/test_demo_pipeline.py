@@ -34,12 +34,13 @@ def test_demo_smallest_setting_end_to_end(demo_run, capsys):
     for section in SECTIONS:
         assert section in report, section
     assert "n/a" not in report and "nan" not in report.lower()
-    # every number in the results table is finite
-    rows = [line for line in report.splitlines() if line.startswith("| teacher") or
-            line.startswith("| student")]
-    assert len(rows) >= 3 + 3  # results + per-class tables
-    for line in rows:
-        for cell in line.strip("|").split("|")[1:]:
+    # every number in the results and per-class tables is finite
+    results = [line for line in report.splitlines() if line.startswith(("| teacher", "| student"))]
+    per_class = report.split("## Per-class IoU")[1].split("##")[0].splitlines()
+    per_class = [line for line in per_class if line.startswith("| ") and "---" not in line][1:]
+    assert len(results) == 3 and len(per_class) >= 5
+    for line in results + per_class:
+        for cell in line.strip().strip("|").split("|")[1:]:
             assert math.isfinite(float(cell)), line
     for name in ("teacher", "student_kd", "student"):
         assert (out / name / "best.pt").is_file()
