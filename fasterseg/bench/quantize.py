@@ -184,15 +184,20 @@ class QuantizedFasterSeg(nn.Module):
         return ops.resize(self.trunk(x), self.size)
 
 
-def calibration_images(size: Sequence[int], n: int = 4, seed: int = 0) -> list[torch.Tensor]:
-    """``n`` generated street scenes at ``size``, normalised like training (``[1, 3, H, W]``)."""
+def calibration_images(
+    size: Sequence[int], n: int = 4, seed: int = 0, split: str = "train"
+) -> list[torch.Tensor]:
+    """``n`` generated street scenes at ``size``, normalised like training (``[1, 3, H, W]``).
+
+    Calibrate on ``train`` scenes and measure agreement on ``val`` ones (never the same image).
+    """
     from fasterseg.data.synthetic import generate_scene
     from fasterseg.data.transforms import normalize
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     out = []
     for i in range(n):
-        image, _ = generate_scene(seed, "val", i, tuple(size))
+        image, _ = generate_scene(seed, split, i, tuple(size))
         out.append(normalize(image, mean, std)[None])
     return out
 

@@ -84,7 +84,7 @@ def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, 
     t0 = time.perf_counter()
     qmodel = quantize_int8(model, s.size, calib, engine=engine)
     calib_s = time.perf_counter() - t0
-    (probe,) = calibration_images(s.size, 1, seed=1)  # a scene not used for calibration
+    (probe,) = calibration_images(s.size, 1, seed=0, split="val")  # not a calibration scene
     with torch.inference_mode():
         agree = (qmodel(probe).argmax(1) == model(probe).argmax(1)).float().mean().item()
     info = {"quant_engine": engine, "calibration_images": len(calib),
