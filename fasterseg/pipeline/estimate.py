@@ -15,12 +15,13 @@ from fasterseg.config.core import load_yaml
 from fasterseg.config.pipeline import PipelineConfig
 from fasterseg.pipeline.stages import Stage
 
-# Seconds per stage of `fasterseg demo` on the reference machine (2-core Xeon, 1 thread/stage).
+# Seconds per stage of `fasterseg demo` on the reference machine (2-core Xeon; measured
+# 2026-11-21, 344 s in all with a calibration factor of 1.28, divided by that factor).
 REFERENCE_DEMO_SECONDS = {
-    "lut": 60, "lut_check": 30, "search": 150, "derive": 5,
-    "teacher": 60, "student_kd": 50, "student": 40,
-    "eval_teacher": 8, "eval_student_kd": 6, "eval_student": 6,
-    "bench_teacher": 6, "bench_student_kd": 6, "bench_student": 6,
+    "lut": 7, "lut_check": 9, "search": 140, "derive": 3,
+    "teacher": 32, "student_kd": 35, "student": 29,
+    "eval_teacher": 3, "eval_student_kd": 3, "eval_student": 3,
+    "bench_teacher": 5, "bench_student_kd": 5, "bench_student": 5,
 }
 REFERENCE_CALIBRATION_S = 0.25  # `calibration_seconds()` on the reference machine
 
