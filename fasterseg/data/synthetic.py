@@ -146,7 +146,6 @@ class _Scene:
 
 
 def _ground(s: _Scene, p: dict) -> None:
-    rng = s.rng
     yg0 = int(np.floor(s.h0 + 0.5))
     rows = s.ys[yg0:]
     dg = s.camh * s.f / np.maximum(rows - s.h0, 1e-3)  # depth per ground row
