@@ -8,7 +8,9 @@ a private BatchNorm.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,24 @@ class SlimConv2d(nn.Conv2d):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+_BN_GROUPS: contextvars.ContextVar[int] = contextvars.ContextVar("bn_groups", default=1)
+
+
+@contextlib.contextmanager
+def bn_groups(groups: int) -> Iterator[None]:
+    """Treat the batch as ``groups`` equal chunks with their own BatchNorm statistics.
+
+    Lets the supernet push two candidate inputs of one cell through an operator as one batch
+    (one conv call, better CPU efficiency) while each chunk is normalized, and updates the
+    running statistics, exactly as if it had run alone (chunks in order).
+    """
+    token = _BN_GROUPS.set(int(groups))
+    try:
+        yield
+    finally:
+        _BN_GROUPS.reset(token)
+
+
 class SlimBatchNorm2d(nn.Module):
     """One private ``BatchNorm2d`` per width option, chosen by the input's channel count."""
 
@@ -49,9 +69,13 @@ class SlimBatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         try:
-            return self.bn[self._index[c]](x)
+            bn = self.bn[self._index[c]]
         except KeyError:
             raise ValueError(f"no BatchNorm for width {c} (widths: {self.widths})") from None
+        groups = _BN_GROUPS.get()
+        if groups > 1 and bn.training:
+            return torch.cat([bn(chunk) for chunk in x.chunk(groups, dim=0)], dim=0)
+        return bn(x)
 
 
 def make_bn(c_out: int, out_widths: Sequence[int] | None = None) -> nn.Module:

@@ -3,7 +3,9 @@
 A cell ``(l, j)`` holds a "keep" mixed op (scale j -> scale j, stride 1) and, unless it is at the
 last scale or the last layer, a "down" mixed op (scale j -> j+1, stride 2). Both are weighted by
 the same alpha row. When the cell has two candidate inputs, the same cell weights run on each and
-the results are mixed by beta (facts section 3). Operators come from
+the results are mixed by beta (facts section 3). Two same-shaped inputs go through each operator as one
+batch (BatchNorm statistics stay per input): the deep scales have few pixels and many channels,
+where one conv over twice the batch costs much less than two. Operators come from
 ``fasterseg.search_space.operators`` (the only copy); each runs at a sliced output width with a
 private BatchNorm per width.
 """
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from fasterseg.search_space.operators import build_operator
+from fasterseg.search_space.slimmable import bn_groups
 
 
 class MixedOp(nn.Module):
@@ -50,6 +53,10 @@ def weighted_sum(terms: Sequence[torch.Tensor], weights: Sequence[torch.Tensor])
 class Cell(nn.Module):
     """Supernet cell ``(layer, scale)``: keep op and optional down op sharing one alpha row."""
 
+    #: run two same-shaped inputs as one batch (False: one operator call per input, the
+    #: straightforward execution, kept for equivalence tests and benchmarks)
+    batch_inputs: bool = True
+
     def __init__(
         self,
         operators: Sequence[str],
@@ -80,11 +87,14 @@ class Cell(nn.Module):
         scores (input and output width), so every output is one weighted sum over
         (inputs x operators).
         """
+        run_down = self.down is not None and c_down is not None
+        if self.batch_inputs and len(inputs) > 1 and all(x.shape == inputs[0].shape for x in inputs[1:]):
+            return self._forward_batched(inputs, keep_weights, down_weights, c_keep,
+                                         c_down if run_down else None)
         keep_terms: list[torch.Tensor] = []
         down_terms: list[torch.Tensor] = []
         kw: list[torch.Tensor] = []
         dw: list[torch.Tensor] = []
-        run_down = self.down is not None and c_down is not None
         for i, x in enumerate(inputs):
             keep_terms += self.keep.terms(x, c_keep)
             kw += list(keep_weights[i].unbind(0))
@@ -94,3 +104,32 @@ class Cell(nn.Module):
         keep = weighted_sum(keep_terms, kw)
         down = weighted_sum(down_terms, dw) if run_down else None
         return keep, down
+
+    def _forward_batched(
+        self,
+        inputs: Sequence[torch.Tensor],
+        keep_weights: Sequence[torch.Tensor],
+        down_weights: Sequence[torch.Tensor] | None,
+        c_keep: int,
+        c_down: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Same result as the per-input loop with one operator call over all inputs."""
+        n = len(inputs)
+        x = torch.cat(list(inputs), dim=0)
+        with bn_groups(n):
+            keep = _mix_groups(self.keep.terms(x, c_keep), keep_weights, n)
+            down = None
+            if c_down is not None:
+                down = _mix_groups(self.down.terms(x, c_down), down_weights, n)
+        return keep, down
+
+
+def _mix_groups(
+    terms: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], groups: int
+) -> torch.Tensor:
+    """``sum_{i,k} weights[i][k] * terms[k][chunk i]`` for terms batched over ``groups`` inputs."""
+    w = torch.stack(list(weights), dim=0)  # [groups, |O|]
+    shape = (groups, -1) + tuple(terms[0].shape[1:])
+    ws = w.view(groups, w.shape[1], 1, 1, 1, 1).unbind(1)
+    out = weighted_sum([t.reshape(shape) for t in terms], ws)
+    return out.sum(dim=0)
