@@ -130,7 +130,7 @@ def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str],
         if backend == "int8":
             from fasterseg.bench.quantize import calibration_images, quantize_int8
 
-            qmodel = quantize_int8(model, size, calibration_images(size, 4, seed=0))
+            qmodel = quantize_int8(model, size, calibration_images(size, 8, seed=0))
             r = prepare(qmodel, [x], "torch", "cpu", "fp32", threads, False)
         else:
             r = prepare(fused if fuse else model, [x], backend, "cpu", dtype, threads, cl)

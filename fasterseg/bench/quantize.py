@@ -211,6 +211,7 @@ def quantize_int8(
     keep_fp32: Sequence[str] = (),
     reduce_range: bool | None = None,
     channels_last: bool = True,
+    observer: str = "histogram",
 ) -> QuantizedFasterSeg:
     """Static post-training int8 quantization of a derived ``FasterSegNet`` at ``size``.
 
@@ -218,10 +219,13 @@ def quantize_int8(
     scenes). ``keep_fp32``: trunk module names left in fp32 (e.g. ``net.stem.0.conv``, the first
     conv, or ``net.head.classifier``). ``reduce_range`` (7-bit activations, which avoids int16
     overflow on CPUs without VNNI) defaults to True only when the CPU lacks VNNI.
+    ``observer``: how activation ranges are calibrated, ``histogram`` (the range minimising the
+    L2 quantization error over the calibration histogram) or ``minmax`` (the full observed range).
     Raises ``RuntimeError`` when no quantized CPU engine exists. The caller's model is untouched.
     """
     from torch.ao.quantization import (
         HistogramObserver,
+        MinMaxObserver,
         QConfig,
         QConfigMapping,
         default_per_channel_weight_observer,
@@ -229,6 +233,9 @@ def quantize_int8(
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    observers = {"histogram": HistogramObserver, "minmax": MinMaxObserver}
+    if observer not in observers:
+        raise ValueError(f"observer must be one of {sorted(observers)}, got {observer!r}")
     engine = engine or int8_available()
     if engine is None or engine not in torch.backends.quantized.supported_engines:
         raise RuntimeError(f"no quantized CPU engine {engine or ''} in this torch build")
@@ -242,9 +249,13 @@ def quantize_int8(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).eval().float()
     gm = trace_trunk(model, images[0])
+    modules = dict(gm.named_modules())
+    for name in keep_fp32:
+        if name not in modules:
+            raise ValueError(f"keep_fp32: no module {name!r} in the traced network")
     if reduce_range is None:
         reduce_range = not _has_vnni()
-    qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
+    qconfig = QConfig(activation=observers[observer].with_args(reduce_range=reduce_range),
                       weight=default_per_channel_weight_observer)
     qmap = QConfigMapping().set_global(qconfig)
     for name in keep_fp32:

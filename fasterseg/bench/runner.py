@@ -42,7 +42,9 @@ class BenchSettings:
     threads: int | None = None
     seconds: float = 6.0
     max_warmup_seconds: float | None = None  # default: max(2 s, seconds)
-    calibration_images: int = 4  # int8: generated street scenes to calibrate on
+    calibration_images: int = 8  # int8: generated street scenes to calibrate on
+    keep_fp32: tuple[str, ...] = ()  # int8: trunk modules left in fp32 (accuracy vs speed)
+    observer: str = "histogram"  # int8: activation range calibration (histogram | minmax)
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -79,15 +81,24 @@ def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, 
     engine = int8_available()
     if engine is None:
         raise UserError("this torch build has no quantized CPU engine; --dtype int8 is unavailable")
+    if s.calibration_images < 1:
+        raise UserError("--calibration-images must be >= 1")
     model = model.eval()
     calib = calibration_images(s.size, s.calibration_images, seed=0)
     t0 = time.perf_counter()
-    qmodel = quantize_int8(model, s.size, calib, engine=engine)
+    try:
+        qmodel = quantize_int8(model, s.size, calib, engine=engine, keep_fp32=s.keep_fp32,
+                               observer=s.observer)
+    except ValueError as e:
+        if "keep_fp32" not in str(e):
+            raise
+        raise UserError(f"--keep-fp32: {str(e).split(': ', 1)[1]}") from None
     calib_s = time.perf_counter() - t0
     (probe,) = calibration_images(s.size, 1, seed=0, split="val")  # not a calibration scene
     with torch.inference_mode():
         agree = (qmodel(probe).argmax(1) == model(probe).argmax(1)).float().mean().item()
     info = {"quant_engine": engine, "calibration_images": len(calib),
+            "keep_fp32": list(s.keep_fp32), "observer": s.observer,
             "calibration_s": calib_s, "agreement": agree}
     return qmodel, info
 

@@ -40,6 +40,14 @@ def register(subparsers, parents) -> None:
                    help="int8: static post-training quantization calibrated on generated street "
                    "scenes (torch back end, CPU; BN folded, channels-last; reports the share of "
                    "pixels whose class equals fp32's as 'agreement')")
+    p.add_argument("--calibration-images", type=int, default=8,
+                   help="int8: generated street scenes to calibrate activation ranges on "
+                   "(default 8)")
+    p.add_argument("--keep-fp32", default="",
+                   help="int8: comma-separated trunk modules to leave in fp32, e.g. "
+                   "net.stem.0.conv,net.head.classifier (more agreement, a little slower)")
+    p.add_argument("--observer", default="histogram", choices=["histogram", "minmax"],
+                   help="int8: activation range calibration (default histogram)")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC memory format (torch back ends)")
     p.add_argument("--fuse-bn", action="store_true",
@@ -91,7 +99,10 @@ def run(args) -> int:
     settings = BenchSettings(size=tuple(args.size), device=str(device), backend=args.backend,
                              dtype=args.dtype, channels_last=args.channels_last,
                              fuse_bn=args.fuse_bn,
-                             threads=args.threads, seconds=args.seconds)
+                             threads=args.threads, seconds=args.seconds,
+                             calibration_images=args.calibration_images,
+                             keep_fp32=tuple(n for n in args.keep_fp32.split(",") if n),
+                             observer=args.observer)
     cx = model_complexity(model, settings.size)
     name = getattr(getattr(model, "arch", None), "name", args.model)
     print(f"benchmarking {name} ({info.get('weights', 'random')} weights) at "

@@ -77,3 +77,31 @@ def test_bench_cli_int8_user_errors(capsys):
     assert main(["bench", "fasterseg_student", "--size", "64x128", "--dtype", "int8",
                  "--backend", "onnxruntime"]) == 1
     assert "int8" in capsys.readouterr().err
+
+
+def test_keep_fp32_and_observer(trained_tiny):
+    from fasterseg.bench.quantize import calibration_images, quantize_int8
+
+    cal = calibration_images(SIZE, 1, seed=0)
+    q = quantize_int8(trained_tiny, SIZE, cal, keep_fp32=["net.head.classifier"],
+                      observer="minmax")
+    assert type(q.trunk.get_submodule("net.head.classifier")) is torch.nn.Conv2d
+    (x,) = calibration_images(SIZE, 1, seed=0, split="val")
+    with torch.inference_mode():
+        agree = (q(x).argmax(1) == trained_tiny(x).argmax(1)).float().mean().item()
+    assert agree > 0.8
+    with pytest.raises(ValueError, match="keep_fp32: no module 'net.nope'"):
+        quantize_int8(trained_tiny, SIZE, cal, keep_fp32=["net.nope"])
+    with pytest.raises(ValueError, match="observer"):
+        quantize_int8(trained_tiny, SIZE, cal, observer="percentile")
+
+
+def test_bench_cli_keep_fp32_user_error(capsys):
+    from fasterseg.cli.main import main
+
+    assert main(["bench", "fasterseg_student", "--size", "64x128", "--dtype", "int8",
+                 "--seconds", "0.1", "--calibration-images", "1", "--keep-fp32", "net.nope"]) == 1
+    assert "--keep-fp32: no module 'net.nope'" in capsys.readouterr().err
+    assert main(["bench", "fasterseg_student", "--size", "64x128", "--dtype", "int8",
+                 "--calibration-images", "0"]) == 1
+    assert "--calibration-images" in capsys.readouterr().err
