@@ -3,8 +3,11 @@
 Paper supernet (L=16, Fch=12, ratios {4..12}, teacher + student), batch 2x3x160x320, OHEM on all
 heads, latency term from a synthetic table. ``--mode ours`` is the search loop's execution (a
 backward per pass, so graphs are freed pass by pass; the architecture step differentiates only the
-architecture parameters); ``--mode reference`` mimics the authors' execution (the four pass losses
-summed and back-propagated once into weights and architecture alike, for both steps). Same losses.
+architecture parameters; a cell's two candidate inputs go through each operator as one batch);
+``--mode reference`` mimics the authors' execution (the four pass losses summed and back-propagated
+once into weights and architecture alike, for both steps; one operator call per cell input).
+``--cells`` overrides the cell execution (``per-input`` with ``--mode ours`` = ours before cell
+batching). Same losses: the first iteration's step losses are recorded in the JSON.
 Peak RSS is the process high-water mark, so run one mode per process.
 
     OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/search_step.py --json
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -33,6 +37,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--amp", choices=["off", "bf16"], default="off")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--cells", choices=["auto", "batched", "per-input"], default="auto",
+                    help="cell execution (auto: batched for ours, per-input for reference)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/search_step_<mode>.json)")
     args = ap.parse_args()
@@ -44,6 +50,10 @@ def main() -> int:
     from fasterseg.latency import LatencyTable, RelaxedLatency
     from fasterseg.latency.build import space_blocks
     from fasterseg.supernet import Supernet
+    from fasterseg.supernet.cells import Cell
+
+    cells = args.cells if args.cells != "auto" else ("batched" if args.mode == "ours" else "per-input")
+    Cell.batch_inputs = cells == "batched"
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     space = SearchSpaceConfig(num_layers=args.layers)
@@ -56,7 +66,9 @@ def main() -> int:
         net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     weights, arch = net.weight_parameters(), net.arch_parameters()
-    sgd = torch.optim.SGD(weights, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    # ours: fused SGD as in the search loop (same update); reference: the default foreach SGD
+    sgd = torch.optim.SGD(weights, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                          fused=True if args.mode == "ours" else None)
     adam = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999))
     seg = SegObjective(0.7, 1 / 16)
     plan = [("teacher", "max"), ("student", "gumbel"), ("student", "max"), ("student", "min")]
@@ -106,25 +118,32 @@ def main() -> int:
         return total
 
     times = {"arch": [], "weight": [], "arch_cpu": [], "weight_cpu": []}
+    first_losses = {}
     for i in range(args.iters + 1):
         for name, fn in (("arch", arch_step), ("weight", weight_step)):
             t, c = time.perf_counter(), time.process_time()
-            fn()
+            loss = fn()
+            if i == 0:
+                first_losses[name] = loss
             if i > 0:
                 times[name].append(time.perf_counter() - t)
                 times[f"{name}_cpu"].append(time.process_time() - c)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     res = {
         "mode": args.mode, "size": [h, w], "batch": args.batch, "layers": args.layers,
-        "threads": args.threads, "amp": args.amp, "channels_last": args.channels_last,
+        "threads": args.threads, "amp": args.amp, "channels_last": args.channels_last, "cells": cells,
         "weight_step_s": min(times["weight"]), "arch_step_s": min(times["arch"]),
         "weight_step_cpu_s": min(times["weight_cpu"]), "arch_step_cpu_s": min(times["arch_cpu"]),
         "iteration_s": min(times["weight"]) + min(times["arch"]),
         "all_weight_s": times["weight"], "all_arch_s": times["arch"],
         "peak_rss_gb": peak * 1.073741824,
         "weight_params_m": sum(p.numel() for p in weights) / 1e6,
+        "first_arch_loss": first_losses["arch"], "first_weight_loss": first_losses["weight"],
+        "load_avg_1m": os.getloadavg()[0],
     }
     tag = args.mode + ("_bf16" if args.amp == "bf16" else "") + ("_cl" if args.channels_last else "")
+    if args.cells != "auto":
+        tag += "_" + cells.replace("-", "")
     out = Path(args.out or Path(__file__).parent / "results" / f"search_step_{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
