@@ -66,9 +66,7 @@ def main() -> int:
         net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     weights, arch = net.weight_parameters(), net.arch_parameters()
-    # ours: fused SGD as in the search loop (same update); reference: the default foreach SGD
-    sgd = torch.optim.SGD(weights, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                          fused=True if args.mode == "ours" else None)
+    sgd = torch.optim.SGD(weights, lr=0.01, momentum=0.9, weight_decay=5e-4)
     adam = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999))
     seg = SegObjective(0.7, 1 / 16)
     plan = [("teacher", "max"), ("student", "gumbel"), ("student", "max"), ("student", "min")]
