@@ -45,6 +45,7 @@ class BenchSettings:
     calibration_images: int = 8  # int8: generated street scenes to calibrate on
     keep_fp32: tuple[str, ...] = ()  # int8: trunk modules left in fp32 (accuracy vs speed)
     observer: str = "histogram"  # int8: activation range calibration (histogram | minmax)
+    bias_correction: bool = True  # int8: per-class logit offset fitted on the calibration set
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -88,7 +89,7 @@ def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, 
     t0 = time.perf_counter()
     try:
         qmodel = quantize_int8(model, s.size, calib, engine=engine, keep_fp32=s.keep_fp32,
-                               observer=s.observer)
+                               observer=s.observer, bias_correction=s.bias_correction)
     except ValueError as e:
         if "keep_fp32" not in str(e):
             raise
@@ -99,6 +100,7 @@ def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, 
         agree = (qmodel(probe).argmax(1) == model(probe).argmax(1)).float().mean().item()
     info = {"quant_engine": engine, "calibration_images": len(calib),
             "keep_fp32": list(s.keep_fp32), "observer": s.observer,
+            "bias_correction": s.bias_correction,
             "calibration_s": calib_s, "agreement": agree}
     return qmodel, info
 

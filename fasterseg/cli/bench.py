@@ -48,6 +48,9 @@ def register(subparsers, parents) -> None:
                    "net.stem.0.conv,net.head.classifier (more agreement, a little slower)")
     p.add_argument("--observer", default="histogram", choices=["histogram", "minmax"],
                    help="int8: activation range calibration (default histogram)")
+    p.add_argument("--no-bias-correction", action="store_true",
+                   help="int8: do not add the per-class logit offset (fp32 - int8 mean on the "
+                   "calibration scenes) to the int8 logits")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC memory format (torch back ends)")
     p.add_argument("--fuse-bn", action="store_true",
@@ -102,7 +105,8 @@ def run(args) -> int:
                              threads=args.threads, seconds=args.seconds,
                              calibration_images=args.calibration_images,
                              keep_fp32=tuple(n for n in args.keep_fp32.split(",") if n),
-                             observer=args.observer)
+                             observer=args.observer,
+                             bias_correction=not args.no_bias_correction)
     cx = model_complexity(model, settings.size)
     name = getattr(getattr(model, "arch", None), "name", args.model)
     print(f"benchmarking {name} ({info.get('weights', 'random')} weights) at "

@@ -41,7 +41,9 @@ def test_quantized_model_agrees_with_fp32(trained_tiny):
     from fasterseg.bench.quantize import calibration_images, quantize_int8
 
     before = {k: v.clone() for k, v in trained_tiny.state_dict().items()}
-    q = quantize_int8(trained_tiny, SIZE, calibration_images(SIZE, 2, seed=0))
+    q = quantize_int8(trained_tiny, SIZE, calibration_images(SIZE, 2, seed=0),
+                      bias_correction=False)
+    assert q.logit_offset is None
     convs = [m for m in q.trunk.modules() if type(m).__name__ == "ConvReLU2d"]
     assert convs, "no fused int8 conv-ReLU in the quantized trunk"
     (x,) = calibration_images(SIZE, 1, seed=0, split="val")
@@ -68,6 +70,7 @@ def test_bench_cli_int8_json(tmp_path, capsys, trained_tiny):
     assert rc == 0
     assert {"latency_ms", "fps", "agreement", "quant_engine", "calibration_images"} <= set(res)
     assert res["dtype"] == "int8" and res["backend"] == "torch" and res["fuse_bn"]
+    assert res["bias_correction"] is True and res["calibration_images"] == 8
     assert res["latency_ms"] > 0 and 0.8 < res["agreement"] <= 1.0
 
 
@@ -86,6 +89,7 @@ def test_keep_fp32_and_observer(trained_tiny):
     q = quantize_int8(trained_tiny, SIZE, cal, keep_fp32=["net.head.classifier"],
                       observer="minmax")
     assert type(q.trunk.get_submodule("net.head.classifier")) is torch.nn.Conv2d
+    assert q.logit_offset is not None and q.logit_offset.shape == (trained_tiny.arch.num_classes,)
     (x,) = calibration_images(SIZE, 1, seed=0, split="val")
     with torch.inference_mode():
         agree = (q(x).argmax(1) == trained_tiny(x).argmax(1)).float().mean().item()
