@@ -231,7 +231,8 @@ def quantize_int8(
     ``bias_correction``: add to the int8 logits the per-class mean of (fp32 - int8) logits over
     the calibration images, removing the systematic shift quantization puts between near-tie
     classes (free at inference: one add at 1/8 resolution; +0.33 points of agreement with fp32
-    on a CamVid student). Raises ``RuntimeError`` when no quantized CPU engine exists. The caller's model is untouched.
+    on a CamVid student). Raises ``RuntimeError`` when no quantized CPU engine exists. The
+    caller's model is untouched.
     """
     from torch.ao.quantization import (
         HistogramObserver,
