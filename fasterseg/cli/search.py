@@ -90,7 +90,7 @@ def run(args) -> int:
     from fasterseg.cli.common import emit_json, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
-    from fasterseg.engine.rundir import default_run_dir
+    from fasterseg.engine.rundir import choose_run_dir, default_run_dir
     from fasterseg.engine.search_loop import search
 
     cfg, resume_dir = build_config(args)
@@ -99,16 +99,8 @@ def run(args) -> int:
         raise UserError(f"latency table not found: {args.lut}")
     info = D.init_from_env(device)
     try:
-        if resume_dir is not None:
-            run_dir = resume_dir
-        elif args.out:
-            run_dir = Path(args.out)
-            if (run_dir / "last.pt").exists():
-                raise UserError(f"{run_dir} already holds a search (last.pt); pass --resume to "
-                                "continue it or choose another --out")
-        else:
-            run_dir = default_run_dir(cfg.search.runs_root, cfg.data.preset,
-                                      f"L{cfg.space.num_layers}")
+        run_dir = choose_run_dir(resume_dir, args.out, default_run_dir(
+            cfg.search.runs_root, cfg.data.preset, f"L{cfg.space.num_layers}"), "search")
         run_dir = Path(D.broadcast_str(str(run_dir), info.device))
         main = info.is_main
         if main:

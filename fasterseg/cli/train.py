@@ -113,7 +113,7 @@ def run(args) -> int:
     from fasterseg.cli.common import emit_json, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
-    from fasterseg.engine.rundir import default_run_dir
+    from fasterseg.engine.rundir import choose_run_dir, default_run_dir
     from fasterseg.engine.trainer import train
     from fasterseg.models import resolve_arch
 
@@ -123,16 +123,8 @@ def run(args) -> int:
         resolve_arch(cfg.train.arch)  # unknown name / bad JSON: fail before creating anything
     info = D.init_from_env(device)
     try:
-        if resume_dir is not None:
-            run_dir = resume_dir
-        elif args.out:
-            run_dir = Path(args.out)
-            if (run_dir / "last.pt").exists():
-                raise UserError(f"{run_dir} already holds a run (last.pt); pass --resume to "
-                                "continue it or choose another --out")
-        else:
-            arch_name = Path(cfg.train.arch).stem
-            run_dir = default_run_dir(cfg.train.runs_root, arch_name, cfg.data.preset)
+        run_dir = choose_run_dir(resume_dir, args.out, default_run_dir(
+            cfg.train.runs_root, Path(cfg.train.arch).stem, cfg.data.preset), "run")
         run_dir = Path(D.broadcast_str(str(run_dir), info.device))
         main = info.is_main
         if main:

@@ -172,3 +172,18 @@ def resolve_resume_dir(resume: str | None, out: str | None, runs_root: str) -> P
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"--resume: {run_dir} has no config.yaml")
     return run_dir
+
+
+def choose_run_dir(resume_dir: Path | None, out: str | None, default: Path, what: str) -> Path:
+    """The run directory of a new or resumed run; never silently reuses a finished one."""
+    from fasterseg.errors import UserError
+
+    if resume_dir is not None:
+        return resume_dir
+    if out:
+        run_dir = Path(out)
+        if (run_dir / "last.pt").exists():
+            raise UserError(f"{run_dir} already holds a {what} (last.pt); pass --resume to "
+                            "continue it or choose another --out")
+        return run_dir
+    return default

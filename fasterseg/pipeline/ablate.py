@@ -116,7 +116,7 @@ def _fmt(v, fmt="{:.2f}", scale=1.0) -> str:
 
 
 def _search_curve(run_dir: Path) -> list[dict]:
-    from fasterseg.pipeline.report import read_metrics
+    from fasterseg.engine.rundir import read_metrics
 
     return [r for r in read_metrics(run_dir) if r.get("type") == "epoch" and r.get("stage") == "search"]
 

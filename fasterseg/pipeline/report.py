@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fasterseg.config.pipeline import PipelineConfig
+from fasterseg.engine.rundir import read_metrics
 from fasterseg.pipeline.runner import load_marker
 from fasterseg.pipeline.stages import fmt_size, train_runs
 from fasterseg.utils.io import write_text
@@ -18,19 +19,6 @@ def _num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         return fmt.format(v * scale)
     return "n/a"
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    p = run_dir / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def plot_training_curves(out: Path, runs: list[tuple[str, str]]) -> Path | None:
