@@ -98,7 +98,7 @@ def test_estimate_only_prints_costs_and_runs_nothing(tmp_path, capsys):
 
 
 def test_pipeline_presets_load():
-    for name in ("demo", "demo_smoke", "camvid", "cityscapes", "bdd100k"):
+    for name in ("demo", "demo_smoke", "camvid", "camvid_cpu", "cityscapes", "bdd100k"):
         cfg = load_config(PipelineConfig, REPO / "configs" / "pipeline" / f"{name}.yaml")
         assert [s.name for s in build_stages(cfg, Path("x"))][:4] == ["lut", "lut_check", "search", "derive"]
 
