@@ -79,6 +79,8 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     todo = [s for s in stages if not is_done(out, s)]
     print(f"{'demo' if demo else 'pipeline'} {cfg.name}: output in {out}")
     est, how = estimate_demo(todo) if demo else estimate_pipeline(cfg, todo)
+    if demo and cfg.data.get("preset", "synthetic") != "synthetic":
+        how += "; measured on the generated scenes: real images of another size take longer"
     total = sum(est.values())
     print(f"cost estimate: {format_duration(total)} for {len(todo)} of {len(stages)} stages "
           f"({how})")
