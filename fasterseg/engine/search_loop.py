@@ -152,7 +152,17 @@ def _allreduce_grads(params: list[nn.Parameter]) -> None:
     """Average gradients over processes (DDP semantics, one flat buffer per chunk)."""
     if not D.is_dist() or D.get_world_size() < 2:
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    # A parameter may have a gradient on one rank only (e.g. a width that only one rank's Gumbel
+    # sample used): agree on the set first, so the flat buffers line up, and average with zeros.
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                           device=params[0].device if params else "cpu")
+    D.all_reduce_sum(present)
+    grads = []
+    for p, n in zip(params, present.tolist()):
+        if n > 0:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
     world = D.get_world_size()
     chunk: list[torch.Tensor] = []
     size = 0
