@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from fasterseg.errors import UserError
 
@@ -124,3 +125,45 @@ def broadcast_str(text: str | None, device: str | torch.device = "cpu", src: int
         buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     dist.broadcast(buf, src)
     return bytes(buf.cpu().tolist()).decode()
+
+
+def allreduce_grads(params: list[nn.Parameter]) -> None:
+    """Average gradients over processes (DDP semantics, one flat buffer per chunk)."""
+    if not is_dist() or get_world_size() < 2:
+        return
+    # A parameter may have a gradient on one rank only (e.g. a width that only one rank's Gumbel
+    # sample used): agree on the set first, so the flat buffers line up, and average with zeros.
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                           device=params[0].device if params else "cpu")
+    all_reduce_sum(present)
+    grads = []
+    for p, n in zip(params, present.tolist()):
+        if n > 0:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+    world = get_world_size()
+    chunk: list[torch.Tensor] = []
+    size = 0
+    for g in grads + [None]:
+        if g is not None:
+            chunk.append(g)
+            size += g.numel()
+        if chunk and (g is None or size >= 2**24):
+            flat = torch.cat([c.reshape(-1) for c in chunk])
+            all_reduce_sum(flat)
+            flat /= world
+            off = 0
+            for c in chunk:
+                c.copy_(flat[off: off + c.numel()].view_as(c))
+                off += c.numel()
+            chunk, size = [], 0
+
+
+def broadcast_state(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every process (identical start)."""
+    if not is_dist() or get_world_size() < 2:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, 0)

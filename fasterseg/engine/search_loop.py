@@ -28,14 +28,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from fasterseg.config.core import to_dict
 from fasterseg.config.search import SearchRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
 from fasterseg.engine import rundir
-from fasterseg.engine.cost import CostMeter, peak_memory_mb
+from fasterseg.engine.amp import autocast
+from fasterseg.engine.search_monitor import (
+    collapse_warning,
+    describe,
+    epoch_record,
+    plot_history,
+    validate_heads,
+)
+from fasterseg.engine.cost import CostMeter
 from fasterseg.engine.losses import OhemCrossEntropy
 from fasterseg.engine.seed import seed_everything, set_deterministic
 from fasterseg.errors import UserError
@@ -148,176 +155,6 @@ class IndexSubset(torch.utils.data.Dataset):
         return self.dataset[self.indices[int(item)]]
 
 
-def _allreduce_grads(params: list[nn.Parameter]) -> None:
-    """Average gradients over processes (DDP semantics, one flat buffer per chunk)."""
-    if not D.is_dist() or D.get_world_size() < 2:
-        return
-    # A parameter may have a gradient on one rank only (e.g. a width that only one rank's Gumbel
-    # sample used): agree on the set first, so the flat buffers line up, and average with zeros.
-    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
-                           device=params[0].device if params else "cpu")
-    D.all_reduce_sum(present)
-    grads = []
-    for p, n in zip(params, present.tolist()):
-        if n > 0:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-    world = D.get_world_size()
-    chunk: list[torch.Tensor] = []
-    size = 0
-    for g in grads + [None]:
-        if g is not None:
-            chunk.append(g)
-            size += g.numel()
-        if chunk and (g is None or size >= 2**24):
-            flat = torch.cat([c.reshape(-1) for c in chunk])
-            D.all_reduce_sum(flat)
-            flat /= world
-            off = 0
-            for c in chunk:
-                c.copy_(flat[off: off + c.numel()].view_as(c))
-                off += c.numel()
-            chunk, size = [], 0
-
-
-def _broadcast_state(model: nn.Module) -> None:
-    """Rank 0's parameters and buffers on every process (identical start)."""
-    if not D.is_dist() or D.get_world_size() < 2:
-        return
-    import torch.distributed as dist
-
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(t.data, 0)
-
-
-def _amp(amp: str, device: torch.device):
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def validate_heads(
-    model: Supernet, loader, num_classes: int, device: torch.device, *, ignore_index: int = 255,
-    max_images: int | None = None, amp: str = "off", channels_last: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Validation mIoU of every head of both architectures: ``{arch: {combo: miou}}``.
-
-    One forward per image and architecture gives all heads; the student uses its most likely
-    widths (``argmax`` of gamma, what derivation picks), the teacher the widest.
-    """
-    from fasterseg.evaluation import ConfusionMatrix
-    from fasterseg.evaluation.inference import pad_to_multiple
-
-    was = model.training
-    model.eval()
-    cms = {a: {c: ConfusionMatrix(num_classes, ignore_index, device) for c in model.combos}
-           for a in ARCHS}
-    n = 0
-    try:
-        for batch in loader:
-            imgs, labels = batch["image"], batch["label"]
-            for b in range(imgs.shape[0]):
-                if max_images is not None and n >= max_images:
-                    break
-                x, (h, w) = pad_to_multiple(imgs[b: b + 1].to(device), 32)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = labels[b: b + 1].to(device)
-                for arch in ARCHS:
-                    widths = "argmax" if arch == "student" else "max"
-                    with _amp(amp, device):
-                        out = model(x, arch, widths)
-                    for combo, logits in out.items():
-                        cms[arch][combo].update(logits[..., :h, :w].float().argmax(1), y)
-                n += 1
-            if max_images is not None and n >= max_images:
-                break
-    finally:
-        model.train(was)
-    scores: dict[str, dict[str, float]] = {}
-    for arch in ARCHS:
-        scores[arch] = {}
-        for combo, cm in cms[arch].items():
-            cm.all_reduce()
-            m = cm.compute()["miou"]
-            scores[arch][combo] = 0.0 if m != m else float(m)
-    return scores
-
-
-def collapse_warning(history: list[dict], window: int) -> str | None:
-    """A message when skip share rises or latency drops sharply while student mIoU falls."""
-    recs = [r for r in history if r.get("stage") == "search" and r.get("student_best_miou") is not None]
-    if window < 1 or len(recs) <= window:
-        return None
-    old, new = recs[-window - 1], recs[-1]
-    miou_fell = new["student_best_miou"] < old["student_best_miou"] - 0.01
-    skip_rise = (new.get("student_skip_share") or 0) - (old.get("student_skip_share") or 0)
-    lat_old, lat_new = old.get("student_latency_ms"), new.get("student_latency_ms")
-    lat_drop = (lat_old - lat_new) / lat_old if lat_old and lat_new is not None else 0.0
-    if miou_fell and (skip_rise > 0.2 or lat_drop > 0.3):
-        return (
-            f"possible architecture collapse: over the last {window} epochs the student's best "
-            f"head mIoU fell {100 * old['student_best_miou']:.1f} -> {100 * new['student_best_miou']:.1f}"
-            f" while the skip share rose by {100 * skip_rise:.0f} points and the estimated latency "
-            f"dropped {100 * lat_drop:.0f}%; consider a lower search.latency_weight, "
-            "search.latency_mode=decoupled or a search.latency_range_ms"
-        )
-    return None
-
-
-def plot_history(history: list[dict], path: Path) -> Path | None:
-    """``search.png``: head mIoU, latency, entropies and skip share per epoch."""
-    if not history:
-        return None
-    import matplotlib
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r["global_epoch"] for r in history]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    ax = axes[0][0]
-    for arch, style in (("student", "-"), ("teacher", "--")):
-        keys = sorted({k for r in history for k in r if k.startswith(f"val_miou_{arch}_")})
-        for k in keys:
-            ax.plot(x, [100 * r[k] if r.get(k) is not None else float("nan") for r in history],
-                    style, label=f"{arch} {k.rsplit('_', 1)[1]}")
-    ax.set_title("supernet val mIoU per head (%)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, ncol=2)
-    ax = axes[0][1]
-    for arch in ARCHS:
-        ax.plot(x, [r.get(f"{arch}_latency_ms") or float("nan") for r in history], label=arch)
-    ax.set_title("relaxed latency (ms)")
-    ax.legend(fontsize=7)
-    ax = axes[1][0]
-    for arch in ARCHS:
-        for name in ("alpha", "beta", "gamma"):
-            vals = [r.get(f"{arch}_entropy_{name}") for r in history]
-            if any(v is not None for v in vals):
-                ax.plot(x, [float("nan") if v is None else v for v in vals], label=f"{arch} {name}")
-    ax.set_title("normalised entropy")
-    ax.legend(fontsize=6)
-    ax = axes[1][1]
-    for arch in ARCHS:
-        ax.plot(x, [r.get(f"{arch}_skip_share") for r in history], label=arch)
-    ax.set_title("share of cells whose top operator is skip")
-    ax.legend(fontsize=7)
-    for a in axes.flat:
-        a.set_xlabel("epoch")
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 # ------------------------------------------------------------------------------ the loop
 def search(
     cfg: SearchRunConfig,
@@ -411,7 +248,7 @@ def search(
                         pos["phase"], pos["epoch"] + 1, pos["iter"], pos["step"])
         else:
             sgd = make_sgd("pretrain")
-            _broadcast_state(model)
+            D.broadcast_state(model)
         del state
 
         # ---------------------------------------------------------------- which phases run
@@ -501,7 +338,7 @@ def search(
                     "search.arch_lr or search.latency_weight")
 
         def weight_pass(x, y, arch: str, widths: str) -> float:
-            with _amp(sc.amp, device):
+            with autocast(sc.amp, device):
                 loss = seg(model(x, arch, widths), y)
             check_finite(loss, "weight")
             loss.backward(inputs=weights)
@@ -513,7 +350,7 @@ def search(
             else:
                 plan = [("teacher", "max"), ("student", "gumbel"), ("student", "max"), ("student", "min")]
             total = sum(weight_pass(x, y, a, w) for a, w in plan)
-            _allreduce_grads(weights)
+            D.allreduce_grads(weights)
             if sc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(weights, sc.grad_clip)
             sgd.step()
@@ -526,7 +363,7 @@ def search(
                 opt.zero_grad(set_to_none=True)
             plan = [("teacher", "max"), ("student", "gumbel"), ("student", "max"), ("student", "min")]
             for i, (arch, widths) in enumerate(plan):
-                with _amp(sc.amp, device):
+                with autocast(sc.amp, device):
                     loss = seg(model(x, arch, widths), y)
                 if arch == "student" and i == len(plan) - 1 and lat_student is not None and lam > 0:
                     lat = student_latency(True)
@@ -535,7 +372,7 @@ def search(
                 check_finite(loss, "architecture")
                 loss.backward(inputs=model.arch_parameters(arch))
                 total += float(loss.detach())
-            _allreduce_grads(model.arch_parameters())
+            D.allreduce_grads(model.arch_parameters())
             for opt in arch_opts.values():
                 opt.step()
             return total, lat_val
@@ -607,7 +444,7 @@ def search(
                         break
                     # ---- end of epoch
                     pos.update(epoch=epoch + 1, iter=0)
-                    record = _epoch_record(model, phase, epoch, global_epoch(phase, epoch) + 1, pos,
+                    record = epoch_record(model, phase, epoch, global_epoch(phase, epoch) + 1, pos,
                                            lr, lam, sums, time.perf_counter() - t_epoch, device)
                     if lat_student is not None:
                         record["student_latency_ms"] = float(student_latency(False, "naive"))
@@ -646,7 +483,7 @@ def search(
                         msg = collapse_warning(history, sc.collapse_window)
                         if msg:
                             logger.warning("%s", msg)
-                        logger.info(_describe(record))
+                        logger.info(describe(record))
                     D.barrier()
                     if stopped:
                         break
@@ -665,33 +502,3 @@ def search(
                             history=history, cost=cost, stopped_early=stopped)
     finally:
         D.cleanup(info)
-
-
-def _epoch_record(model: Supernet, phase: str, epoch: int, g_epoch: int, pos: dict, lr: float,
-                  lam: float, sums: dict, seconds: float, device: torch.device) -> dict:
-    n = max(sums["n"], 1)
-    rec: dict[str, Any] = {"type": "epoch", "stage": phase, "epoch": epoch + 1, "global_epoch": g_epoch,
-                           "step": pos["step"], "lr": lr, "latency_weight": lam,
-                           "weight_loss": sums["w"] / n,
-                           "arch_loss": sums["a"] / n if phase == "search" else None,
-                           "epoch_seconds": seconds, "peak_memory_mb": peak_memory_mb(device)}
-    for a in ARCHS:
-        ent = model.arch[a].entropy()
-        for k, v in ent.items():
-            rec[f"{a}_entropy_{k}"] = v
-        rec[f"{a}_skip_share"] = model.arch[a].skip_share(list(model.space.operators).index("skip")
-                                                           if "skip" in model.space.operators else -1)
-    return rec
-
-
-def _describe(r: dict) -> str:
-    parts = [f"{r['stage']} epoch {r['epoch']}", f"loss {r['weight_loss']:.3f}"]
-    if r.get("arch_loss") is not None:
-        parts.append(f"arch loss {r['arch_loss']:.3f}")
-    if r.get("student_best_miou") is not None:
-        parts.append(f"best head mIoU student {100 * r['student_best_miou']:.1f} / teacher "
-                     f"{100 * r['teacher_best_miou']:.1f}")
-    if r.get("student_latency_ms") is not None:
-        parts.append(f"latency {r['student_latency_ms']:.2f} ms (lambda {r['latency_weight']:.3g})")
-    parts.append(f"skip share {r['student_skip_share']:.2f}")
-    return "  ".join(parts)

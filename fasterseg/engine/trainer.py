@@ -26,6 +26,7 @@ from fasterseg.config.train import TrainRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
 from fasterseg.engine import rundir
+from fasterseg.engine.amp import autocast
 from fasterseg.engine.cost import CostMeter, peak_memory_mb
 from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
 from fasterseg.engine.seed import seed_everything, set_deterministic
@@ -55,13 +56,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _amp_context(amp: str, device: torch.device):
-    if amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _check_amp(amp: str, device: torch.device) -> None:
     if amp == "fp16" and device.type != "cuda":
         raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
@@ -267,7 +261,7 @@ def train(
                         sync = micro == tc.accumulate - 1 or not info.enabled
                         ctx = contextlib.nullcontext() if sync else net.no_sync()
                         with ctx:
-                            with _amp_context(tc.amp, device):
+                            with autocast(tc.amp, device):
                                 outputs = _forward_train(net, x)
                                 loss, parts = criterion(outputs, y)
                                 if teacher is not None:

@@ -1,9 +1,5 @@
 """DDP on CPU with gloo: 2 processes under torchrun keep identical parameters; only rank 0 writes."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -33,14 +29,8 @@ torch.save({"params": flat, "buffers": bn, "world": res.world_size,
 '''
 
 
-def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path, torchrun):
+    torchrun(SCRIPT, timeout=240)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["world"] == 2 and r1["world"] == 2

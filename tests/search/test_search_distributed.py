@@ -1,9 +1,5 @@
 """`search` under torchrun: 2 gloo processes keep supernet weights and arch parameters identical."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -34,14 +30,8 @@ torch.save({"weights": weights, "arch": arch, "step": res.step}, f"{out}/rank{ra
 '''
 
 
-def test_two_process_search_keeps_ranks_in_sync(tmp_path):
-    script = tmp_path / "ddp_search.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_two_process_search_keeps_ranks_in_sync(tmp_path, torchrun):
+    torchrun(SCRIPT, timeout=300)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["step"] == r1["step"] == 4
