@@ -12,7 +12,9 @@ Peak RSS is the process high-water mark, so run one mode per process. The JSON a
 down: ``baseline_rss_gb`` (the process with torch imported, before the supernet),
 ``model_rss_gb`` (after building it) and ``fp32_floor_gb`` = baseline + 3 x the weights (weights,
 their gradients and the SGD momentum all live at once, because the gradient-norm clip needs every
-gradient before any update): no exact fp32 execution can peak below it.
+gradient before any update): no exact fp32 execution can peak below it. ``weight_step_gflop`` and
+``arch_step_gflop`` count the FLOPs of each step (``torch.utils.flop_counter``, in the untimed
+warm-up iteration).
 
 Run both modes back to back on a quiet machine with OpenMP's default wait policy (the setting of
 the issue's reference numbers). ``OMP_WAIT_POLICY=PASSIVE``, which we use on a loaded machine,
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def main() -> int:
@@ -129,12 +132,17 @@ def main() -> int:
 
     times = {"arch": [], "weight": [], "arch_cpu": [], "weight_cpu": []}
     first_losses = {}
+    gflop = {}
     for i in range(args.iters + 1):
         for name, fn in (("arch", arch_step), ("weight", weight_step)):
             t, c = time.perf_counter(), time.process_time()
-            loss = fn()
-            if i == 0:
+            if i == 0:  # the untimed warm-up also counts the step's FLOPs
+                with FlopCounterMode(display=False) as counter:
+                    loss = fn()
+                gflop[name] = counter.get_total_flops() / 1e9
                 first_losses[name] = loss
+            else:
+                loss = fn()
             if i > 0:
                 times[name].append(time.perf_counter() - t)
                 times[f"{name}_cpu"].append(time.process_time() - c)
@@ -145,6 +153,7 @@ def main() -> int:
         "weight_step_s": min(times["weight"]), "arch_step_s": min(times["arch"]),
         "weight_step_cpu_s": min(times["weight_cpu"]), "arch_step_cpu_s": min(times["arch_cpu"]),
         "iteration_s": min(times["weight"]) + min(times["arch"]),
+        "weight_step_gflop": gflop["weight"], "arch_step_gflop": gflop["arch"],
         "all_weight_s": times["weight"], "all_arch_s": times["arch"],
         "peak_rss_gb": peak * 1.073741824,
         "weight_params_m": sum(p.numel() for p in weights) / 1e6,
