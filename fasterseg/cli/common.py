@@ -46,6 +46,14 @@ def resolve_device(name: str):
     return dev
 
 
+def interrupted(run_dir, command: str, main: bool = True) -> int:
+    """Ctrl-C during a resumable run: say what was saved and how to go on; exit code 130."""
+    if main:
+        print(f"interrupted: saved {run_dir / 'last.pt'}", flush=True)
+        print(f"next: fasterseg {command} --resume {run_dir}", flush=True)
+    return 130
+
+
 def _finite(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

@@ -87,7 +87,7 @@ def build_config(args):
 def run(args) -> int:
     import torch  # noqa: F401  (heavy import only when the command runs)
 
-    from fasterseg.cli.common import emit_json, resolve_device
+    from fasterseg.cli.common import emit_json, interrupted, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
     from fasterseg.engine.rundir import choose_run_dir, default_run_dir
@@ -109,10 +109,7 @@ def run(args) -> int:
             result = search(cfg, run_dir, device=info.device, stage=args.stage,
                             resume=resume_dir is not None, lut=args.lut)
         except KeyboardInterrupt:
-            if main:
-                print(f"interrupted: saved {run_dir / 'last.pt'}", flush=True)
-                print(f"next: fasterseg search --resume {run_dir}", flush=True)
-            return 130
+            return interrupted(run_dir, "search", main)
         if not main:
             return 0
         if result.cost:

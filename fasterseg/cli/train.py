@@ -110,7 +110,7 @@ def build_config(args) -> tuple[object, Path | None]:
 def run(args) -> int:
     import torch  # noqa: F401  (heavy import only when the command runs)
 
-    from fasterseg.cli.common import emit_json, resolve_device
+    from fasterseg.cli.common import emit_json, interrupted, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
     from fasterseg.engine.rundir import choose_run_dir, default_run_dir
@@ -132,10 +132,7 @@ def run(args) -> int:
         try:
             result = train(cfg, run_dir, device=info.device, resume=resume_dir is not None)
         except KeyboardInterrupt:
-            if main:
-                print(f"interrupted: saved {run_dir / 'last.pt'}", flush=True)
-                print(f"next: fasterseg train --resume {run_dir}", flush=True)
-            return 130
+            return interrupted(run_dir, "train", main)
         if not main:
             return 0
         best = result.best

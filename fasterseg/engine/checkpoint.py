@@ -122,6 +122,21 @@ def load_checkpoint(
     return ckpt
 
 
+def load_resume_state(run_dir: Path, command: str | None = None) -> dict[str, Any]:
+    """The ``last.pt`` a resumed run continues from.
+
+    ``command`` (``"search"``) also requires the checkpoint's ``kind`` to be ``fasterseg-<command>``,
+    so resuming one kind of run from another's directory is a one-line error, not a key error.
+    """
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        raise UserError(f"nothing to resume: {last} does not exist")
+    state = load_checkpoint(last)
+    if command is not None and state.get("kind") != f"fasterseg-{command}":
+        raise UserError(f"{last} is not a {command} checkpoint (from `fasterseg {command}`)")
+    return state
+
+
 # ---------------------------------------------------------------- model from name / arch / ckpt
 def _is_checkpoint_path(spec: str) -> bool:
     p = Path(spec)

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 Stage = Literal["pretrain", "search", "all"]
 PHASES = ("pretrain", "search")
-CKPT_KIND = "fasterseg-search"
+CKPT_KIND = "fasterseg-search"  # checked by ckpt_io.load_resume_state(run_dir, "search")
 
 
 class SearchDiverged(UserError):
@@ -190,12 +190,7 @@ def search(
 
         state: dict[str, Any] | None = None
         if resume:
-            last = run_dir / "last.pt"
-            if not last.is_file():
-                raise UserError(f"nothing to resume: {last} does not exist")
-            state = ckpt_io.load_checkpoint(last)
-            if state.get("kind") != CKPT_KIND:
-                raise UserError(f"{last} is not a search checkpoint (from `fasterseg search`)")
+            state = ckpt_io.load_resume_state(run_dir, "search")
 
         # ---------------------------------------------------------------- data
         ds = {ph: build_dataset(cfg.data_for(ph), cfg.data.train_split, train=True) for ph in PHASES}

@@ -117,12 +117,7 @@ def train(
             set_deterministic(True)
         seed_everything(tc.seed)  # same seed on every rank: identical initial weights
 
-        state: dict[str, Any] | None = None
-        if resume:
-            last = run_dir / "last.pt"
-            if not last.is_file():
-                raise UserError(f"nothing to resume: {last} does not exist")
-            state = ckpt_io.load_checkpoint(last)
+        state: dict[str, Any] | None = ckpt_io.load_resume_state(run_dir) if resume else None
 
         ds_train = build_dataset(cfg.data, cfg.data.train_split, train=True)
         label_set = ds_train.label_set

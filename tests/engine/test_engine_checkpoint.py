@@ -55,3 +55,13 @@ def test_load_model_roundtrip_from_checkpoint(tmp_path):
         assert torch.equal(loaded(x), model(x))
     with pytest.raises(UserError, match="classes"):
         C.load_model(str(path), num_classes=7)
+
+
+def test_resume_state_needs_last_pt_of_the_right_kind(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        C.load_resume_state(tmp_path, "search")
+    C.save_checkpoint({"format": C.FORMAT, "model": {}, "kind": "fasterseg-search"}, tmp_path / "last.pt")
+    assert C.load_resume_state(tmp_path, "search")["kind"] == "fasterseg-search"
+    assert C.load_resume_state(tmp_path)["model"] == {}
+    with pytest.raises(UserError, match="not a train checkpoint"):
+        C.load_resume_state(tmp_path, "train")
