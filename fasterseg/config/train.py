@@ -13,7 +13,8 @@ from typing import Literal
 from fasterseg.config.data import DataConfig
 from fasterseg.errors import UserError
 
-Amp = Literal["off", "bf16", "fp16"]
+Amp = Literal["off", "bf16", "fp16", "auto"]
+LrSchedule = Literal["exp", "poly", "cosine"]
 KDReduction = Literal["pixel", "official"]
 
 
@@ -26,7 +27,12 @@ class TrainConfig:
     batch_size: int = 12  # per process; the total under DDP is batch_size x world size
     accumulate: int = 1  # micro-batches per optimiser step (one "iteration" = one step)
     lr: float = 0.01
-    lr_decay: float = 0.992  # lr = lr * lr_decay ** epoch
+    lr_schedule: LrSchedule = "exp"  # exp: lr * lr_decay ** epoch (paper); poly/cosine: per step
+    lr_decay: float = 0.992  # exp only
+    lr_power: float = 0.9  # poly only: lr * (1 - step / total) ** lr_power
+    min_lr: float = 0.0  # poly/cosine: the lr the schedule ends at
+    warmup_iters: int = 0  # linear warm-up from warmup_ratio * lr over this many steps
+    warmup_ratio: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float | None = None  # max grad norm (None = off; the official train stage has none)
@@ -35,7 +41,7 @@ class TrainConfig:
     aux_weight: float = 0.2
     kd_weight: float = 1.0
     kd_reduction: KDReduction = "pixel"  # pixel: paper eq. 4; official: also / num_classes
-    amp: Amp = "off"  # bf16 on CPU; fp16 (with GradScaler) or bf16 on CUDA
+    amp: Amp = "off"  # bf16 on CPU; fp16 (with GradScaler) or bf16 on CUDA; auto: measured
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
     seed: int = 12345
@@ -62,7 +68,16 @@ class TrainConfig:
             raise UserError("config: train.ohem_min_kept_ratio must be in [0, 1]")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise UserError("config: train.grad_clip must be > 0 (or null to disable)")
-        for name in ("save_every", "eval_every", "log_every", "cost_warmup"):
+        if self.lr_schedule not in ("exp", "poly", "cosine"):
+            raise UserError(f"config: train.lr_schedule must be exp, poly or cosine, "
+                            f"got {self.lr_schedule!r}")
+        if self.amp not in ("off", "bf16", "fp16", "auto"):
+            raise UserError(f"config: train.amp must be off, bf16, fp16 or auto, got {self.amp!r}")
+        if not 0 <= self.min_lr < self.lr:
+            raise UserError("config: train.min_lr must be in [0, train.lr)")
+        if self.lr_power <= 0 or not 0 < self.warmup_ratio <= 1:
+            raise UserError("config: train.lr_power must be > 0 and train.warmup_ratio in (0, 1]")
+        for name in ("save_every", "eval_every", "log_every", "cost_warmup", "warmup_iters"):
             if getattr(self, name) < 0:
                 raise UserError(f"config: train.{name} must be >= 0")
         if self.cost_measure < 1:

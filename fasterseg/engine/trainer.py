@@ -26,7 +26,8 @@ from fasterseg.config.train import TrainRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
 from fasterseg.engine import rundir
-from fasterseg.engine.amp import autocast
+from fasterseg.engine import schedule as lr_schedule
+from fasterseg.engine.amp import autocast, resolve_amp
 from fasterseg.engine.cost import CostMeter, peak_memory_mb
 from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
 from fasterseg.engine.seed import seed_everything, set_deterministic
@@ -76,10 +77,6 @@ def load_teacher(
     return teacher
 
 
-def _lr_at(cfg_train, epoch: int) -> float:
-    return cfg_train.lr * cfg_train.lr_decay**epoch
-
-
 def _eval_due(cfg_train, epoch_done: int) -> bool:
     """Validate after epoch 1, every ``eval_every`` epochs and after the last one."""
     every = cfg_train.eval_every
@@ -112,6 +109,9 @@ def train(
     info = D.init_from_env(device)
     device = info.device
     _check_amp(tc.amp, device)
+    amp = resolve_amp(tc.amp, device)
+    if tc.amp == "auto":
+        logger.info("train.amp=auto -> %s on this %s", amp, device.type)
     try:
         if tc.deterministic:
             set_deterministic(True)
@@ -200,8 +200,9 @@ def train(
                     "label_set": label_dict,
                     "class_names": label_dict["class_names"],
                     "optimizer": optimizer.state_dict(),
-                    "schedule": {"type": "exponential_per_epoch", "lr": tc.lr,
-                                 "decay": tc.lr_decay, "current_lr": _lr_at(tc, pos["epoch"])},
+                    "schedule": {**lr_schedule.describe(tc),
+                                 "current_lr": lr_schedule.lr_at(tc, pos["step"])},
+                    "amp": amp,
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": pos["epoch"], "iter_in_epoch": pos["iter"], "step": pos["step"],
                     "data_position": {"seed": tc.seed, "epoch": pos["epoch"],
@@ -228,11 +229,9 @@ def train(
         t_start = time.perf_counter()
         budget_s = tc.time_budget_min * 60 if tc.time_budget_min else None
         out_of_time = False
+        lr = lr_schedule.lr_at(tc, pos["step"])
         try:
             for epoch in range(start_epoch, tc.epochs):
-                lr = _lr_at(tc, epoch)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
                 first = start_iter if epoch == start_epoch else 0
                 loader = build_train_loader(
                     ds_train, tc.batch_size, tc.iters_per_epoch * tc.accumulate, seed=tc.seed,
@@ -245,6 +244,9 @@ def train(
                 bar = tqdm(total=tc.iters_per_epoch, initial=first, disable=disable_bar,
                            desc=f"epoch {epoch + 1}/{tc.epochs}", dynamic_ncols=True, leave=False)
                 for it in range(first, tc.iters_per_epoch):
+                    lr = lr_schedule.lr_at(tc, pos["step"])
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
                     parts_acc: dict[str, float] = {}
                     step_loss = 0.0
                     for micro in range(tc.accumulate):
@@ -256,7 +258,7 @@ def train(
                         sync = micro == tc.accumulate - 1 or not info.enabled
                         ctx = contextlib.nullcontext() if sync else net.no_sync()
                         with ctx:
-                            with autocast(tc.amp, device):
+                            with autocast(amp, device):
                                 outputs = _forward_train(net, x)
                                 loss, parts = criterion(outputs, y)
                                 if teacher is not None:
@@ -319,7 +321,8 @@ def train(
                                           "peak_memory_mb": peak_memory_mb(device)}
                 metric = None
                 if ds_val is not None and (_eval_due(tc, epoch + 1) or out_of_time):
-                    last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info)
+                    last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info,
+                                          amp)
                     record.update(val_miou=last_eval["miou"], val_aacc=last_eval["aacc"],
                                   val_macc=last_eval["macc"], val_images=last_eval["images"])
                     metric = {"name": "val_miou", "value": last_eval["miou"], "epoch": epoch + 1,
@@ -414,14 +417,14 @@ def _better(metric: dict, best: dict | None) -> bool:
 
 
 def _validate(model: nn.Module, ds_val, cfg: TrainRunConfig, num_classes: int, label_dict: dict,
-              device: torch.device, info: D.DistInfo) -> dict:
+              device: torch.device, info: D.DistInfo, amp: str = "off") -> dict:
     from fasterseg.data import build_eval_loader
     from fasterseg.evaluation import evaluate
 
     loader = build_eval_loader(ds_val, workers=cfg.data.workers, distributed=info.enabled)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     m = evaluate(model, loader, num_classes=num_classes, device=device,
                  ignore_index=label_dict["ignore_index"], class_names=label_dict["class_names"],
-                 max_images=cfg.train.eval_max_images, amp_dtype=amp)
+                 max_images=cfg.train.eval_max_images, amp_dtype=amp_dtype)
     m.pop("confusion", None)
     return m
