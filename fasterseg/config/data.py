@@ -10,6 +10,7 @@ from typing import Literal
 
 from fasterseg.errors import UserError
 
+HOLDOUT_SPLIT = "holdout"  # the split made of the held-out training sequences
 Preset = Literal["synthetic", "cityscapes", "camvid", "bdd100k", "folder"]
 
 
@@ -20,6 +21,10 @@ class DataConfig:
     dataset_yaml: str | None = None  # folder preset: class list file (default ROOT/dataset.yaml)
     train_split: str = "train"
     val_split: str = "val"
+    # Cross-sequence check: training-split files whose names start with one of these prefixes
+    # (CamVid sequences such as 0006R0, Cityscapes cities) are held out of training and form
+    # the split ``holdout``. Empty: nothing held out.
+    holdout_prefixes: list[str] = field(default_factory=list)
     num_classes: int | None = None  # None: take it from the preset's label set
     # Synthetic street scenes (generated on the fly, deterministic by seed and index).
     synthetic_size: tuple[int, int] = (256, 512)  # H, W of generated scenes
@@ -57,5 +62,9 @@ class DataConfig:
             )
         if self.workers < 0 or self.jitter < 0:
             raise UserError("config: data.workers and data.jitter must be >= 0")
+        if any(not isinstance(p, str) or not p for p in self.holdout_prefixes):
+            raise UserError("config: data.holdout_prefixes must be non-empty file-name prefixes")
+        if self.train_split == HOLDOUT_SPLIT:
+            raise UserError(f"config: data.train_split cannot be {HOLDOUT_SPLIT!r}")
         if not self.scales or min(self.scales) <= 0:
             raise UserError(f"config: data.scales must be positive numbers, got {self.scales}")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fasterseg.config.data import DataConfig
+from fasterseg.config.data import HOLDOUT_SPLIT, DataConfig
 from fasterseg.data import presets
 from fasterseg.data.io import read_image, read_label
 from fasterseg.data.labels import IGNORE_INDEX, LabelSet
@@ -118,12 +118,30 @@ class FileDataset(_Base):
         if cfg.num_classes is not None and cfg.num_classes != self.label_set.num_classes:
             get_label_set(cfg)  # raises the explanatory error
         self.spec = spec
-        disc = presets.discover(cfg.preset, cfg.root, split, spec)
+        prefixes = tuple(getattr(cfg, "holdout_prefixes", None) or ())
+        disk_split = cfg.train_split if split == HOLDOUT_SPLIT else split
+        if split == HOLDOUT_SPLIT and not prefixes:
+            raise UserError("split 'holdout' needs data.holdout_prefixes (e.g. [0006R0])")
+        disc = presets.discover(cfg.preset, cfg.root, disk_split, spec)
         self.files = presets.pair_files(disc, cfg.preset, require_labels=train)
         names = {p: n for n, p in disc.images.items()}
         self.names = [names[p] for p, _ in self.files]
+        if prefixes and disk_split == cfg.train_split:
+            self._hold_out(prefixes, keep_held=split == HOLDOUT_SPLIT)
         self.root = Path(cfg.root)
         logger.debug("%s/%s: %d samples", cfg.preset, split, len(self.files))
+
+    def _hold_out(self, prefixes: tuple[str, ...], keep_held: bool) -> None:
+        """Keep only the held-out sequences (split ``holdout``) or only the others (training)."""
+        keep = [Path(n).name.startswith(prefixes) == keep_held for n in self.names]
+        if not any(keep):
+            what = "matches" if keep_held else "is left for training after holding out"
+            raise UserError(f"data.holdout_prefixes {list(prefixes)}: no file of split "
+                            f"{self.cfg.train_split!r} {what} them")
+        self.files = [f for f, k in zip(self.files, keep) if k]
+        self.names = [n for n, k in zip(self.names, keep) if k]
+        logger.info("%s: %d files %s (data.holdout_prefixes=%s)", self.split, len(self.files),
+                    "held out" if keep_held else "left for training", list(prefixes))
 
     def __len__(self) -> int:
         return len(self.files)
