@@ -3,9 +3,11 @@
 Defaults are the paper's (appendix F/H): 20 pretraining + 30 search epochs, 160x320 crops from
 half-resolution images, SGD momentum 0.9 / wd 5e-4 / grad clip 5 with exponential decay 0.99,
 Adam 3e-4 betas (0.5, 0.999) for the architecture, lambda = 0.01, decoupled latency weights
-(0.001, 0.997, 0.0021). Where the authors' code differs (facts section 16) the field is left
-``None`` and filled from ``preset_values``: ``paper`` (default) or ``official``; an explicit
-value always wins.
+(0.001, 0.997, 0.0021). Where the authors' code differs (facts sections 3, 5, 6, 16) the field
+is left ``None`` and filled from ``preset_values``: ``paper`` (default) or ``official``; an
+explicit value always wins. ``official`` also takes the authors' search-data scale jitter
+{0.75, 1, 1.25}, their five supernet heads without fusion layer and their latency gradient
+(only the sampled width's score); what still differs is tabled in ``docs/search.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fasterseg.config.search_space import SearchSpaceConfig
 from fasterseg.errors import UserError
 
 PresetValues = Literal["paper", "official"]
-Amp = Literal["off", "bf16"]
+Amp = Literal["auto", "off", "bf16"]
 
 # Values that differ between the paper and the authors' code (facts sections 5, 6 and 16).
 PRESET_VALUES: dict[str, dict] = {
@@ -32,6 +34,8 @@ PRESET_VALUES: dict[str, dict] = {
         "lr_decay": 0.99,
         "latency_weights": (0.001, 0.997, 0.0021),
         "latency_gamma": "softmax",
+        "scales": None,  # None: data.scales as configured
+        "supernet_heads": "paper",
     },
     "official": {
         "pretrain_crop_size": (256, 512),
@@ -42,7 +46,9 @@ PRESET_VALUES: dict[str, dict] = {
         "lr": 0.01,
         "lr_decay": 0.978,
         "latency_weights": (0.002, 0.994, 0.004),
-        "latency_gamma": "gumbel",
+        "latency_gamma": "gumbel_sampled",
+        "scales": (0.75, 1.0, 1.25),
+        "supernet_heads": "official",
     },
 }
 
@@ -63,7 +69,11 @@ class SearchConfig:
     lr: float | None = None
     lr_decay: float | None = None  # lr * lr_decay ** epoch (per stage)
     latency_weights: tuple[float, float, float] | None = None  # w1, w2, w3 of eq. 3
-    latency_gamma: Literal["softmax", "gumbel"] | None = None  # widths fed to the latency term
+    # widths fed to the latency term: softmax(gamma), a Gumbel sample with straight-through
+    # gradient to the whole table row, or (the authors') to the sampled width's score only
+    latency_gamma: Literal["softmax", "gumbel", "gumbel_sampled"] | None = None
+    scales: tuple[float, ...] | None = None  # random rescaling of search data (None: data.scales)
+    supernet_heads: Literal["paper", "official"] | None = None  # 6 heads + fusion / authors' 5
     # Weight optimiser.
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -79,16 +89,21 @@ class SearchConfig:
     latency_mode: Literal["decoupled", "naive"] = "decoupled"
     lut: str | None = None  # latency table (``--lut`` overrides)
     latency_size: tuple[int, int] | None = None  # LUT input size (default: the table's own)
-    latency_range_ms: tuple[float, float] | None = None  # adapt lambda each epoch to stay inside
+    # Adapt lambda after each search epoch so that the LUT latency of the student's derived
+    # candidate networks stays inside [lo, hi] (halve below lo, double above hi; the authors'
+    # schedule). Units: a derived network's table latency, e.g. the published student's.
+    latency_range_ms: tuple[float, float] | None = None
+    latency_weight_max: float = 1.0  # lambda never grows above this (100x the paper's 0.01)
     latency_target_ms: float = 8.3  # T of the branch-selection objective (appendix B)
     # Loss.
     ohem_thresh: float = 0.7
     ohem_min_kept_ratio: float = 1 / 16
     # Validation of the supernet heads.
-    eval_every: int = 1  # epochs (0 = never)
+    eval_every: int = 1  # epochs (0 = only the last epoch of each stage, for branch_scores)
     val_max_images: int | None = None
     # Speed/memory.
-    amp: Amp = "off"  # bf16 autocast on CPU/CUDA (changes losses slightly)
+    # bf16 autocast on CPU/CUDA (changes losses slightly); auto: measured once per machine
+    amp: Amp = "off"
     channels_last: bool = False
     # Bookkeeping.
     seed: int = 12345
@@ -128,6 +143,15 @@ class SearchConfig:
             raise UserError("config: search.latency_weight must be >= 0")
         if self.latency_range_ms is not None and not 0 < self.latency_range_ms[0] < self.latency_range_ms[1]:
             raise UserError("config: search.latency_range_ms must be [low, high] with 0 < low < high")
+        if self.latency_weight_max < self.latency_weight:
+            raise UserError(
+                f"config: search.latency_weight_max ({self.latency_weight_max}) must be >= "
+                f"search.latency_weight ({self.latency_weight})"
+            )
+        if self.amp not in ("auto", "off", "bf16"):
+            raise UserError(f"config: search.amp must be auto, off or bf16, got {self.amp!r}")
+        if self.scales is not None and (not self.scales or min(self.scales) <= 0):
+            raise UserError(f"config: search.scales must be positive numbers, got {self.scales}")
         if self.tau <= 0:
             raise UserError("config: search.tau must be > 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -147,7 +171,9 @@ class SearchRunConfig:
             raise UserError("config: search.pretrain_epochs + search.search_epochs must be >= 1")
 
     def data_for(self, stage: str) -> DataConfig:
-        """The data section with the stage's crop size (labels stay full resolution)."""
+        """The data section with the stage's crop size and scales (labels stay full resolution)."""
         s = self.search
         crop = s.value("pretrain_crop_size" if stage == "pretrain" else "crop_size")
-        return replace(self.data, crop_size=tuple(crop))
+        scales = s.value("scales")
+        scales = list(self.data.scales) if scales is None else [float(v) for v in scales]
+        return replace(self.data, crop_size=tuple(crop), scales=scales)

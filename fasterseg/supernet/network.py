@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fasterseg.arch.derive import derive_from_params
+from fasterseg.config.core import to_dict
 from fasterseg.config.search_space import SearchSpaceConfig
 from fasterseg.models.network import build_stem
-from fasterseg.search_space.operators import resize
+from fasterseg.search_space.operators import init_weights, resize
 from fasterseg.supernet.arch_params import (
     ARCHS,
     ArchName,
@@ -30,7 +32,7 @@ from fasterseg.supernet.arch_params import (
     sample_widths,
 )
 from fasterseg.supernet.cells import Cell
-from fasterseg.supernet.heads import SupernetHeads
+from fasterseg.supernet.heads import HeadStyle, SupernetHeads
 
 ARCH_SCHEMA = "fasterseg.archparams/1"
 
@@ -44,8 +46,11 @@ class Supernet(nn.Module):
     """
 
     def __init__(
-        self, space: SearchSpaceConfig, num_classes: int, *, tau: float = 1.0
+        self, space: SearchSpaceConfig, num_classes: int, *, tau: float = 1.0,
+        heads: HeadStyle = "paper",
     ) -> None:
+        """``heads``: ``paper`` (a head with a fusion layer per branch combination) or
+        ``official`` (the authors' five heads without fusion, see ``supernet.heads``)."""
         super().__init__()
         self.space = space
         self.num_classes = int(num_classes)
@@ -81,7 +86,8 @@ class Supernet(nn.Module):
             self.cells.append(row)
         self.heads = nn.ModuleDict(
             {
-                name: SupernetHeads(self.rates, self.head_ratio[name], num_classes, space.num_branches)
+                name: SupernetHeads(self.rates, self.head_ratio[name], num_classes,
+                                    space.num_branches, heads)
                 for name in ARCHS
             }
         )
@@ -91,8 +97,6 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_in, ReLU) convs, BN weight 1 / bias 0 (the authors' init)."""
-        from fasterseg.search_space.operators import init_weights
-
         init_weights(self)
 
     def arch_parameters(self, arch: ArchName | None = None) -> list[nn.Parameter]:
@@ -198,8 +202,6 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ export
     def arch_params_dict(self, **extra) -> dict:
         """The ``arch_params.json`` contract: raw logits of both architectures plus ``extra``."""
-        from fasterseg.config.core import to_dict
-
         d = {
             "schema": ARCH_SCHEMA,
             "space": to_dict(self.space),
@@ -212,8 +214,6 @@ class Supernet(nn.Module):
 
     def derive(self, branch_scores: dict | None = None, lut=None, **kw):
         """Discrete (teacher, student, report) via ``fasterseg.arch.derive.derive_from_params``."""
-        from fasterseg.arch.derive import derive_from_params
-
         params = self.arch_params_dict(branch_scores=branch_scores or {})
         return derive_from_params(params, lut=lut, **kw)
 
