@@ -36,6 +36,24 @@ class TrainStage:
     teacher_set: list[str] = field(default_factory=list)
     student_set: list[str] = field(default_factory=list)
     plain_student: bool = True  # also train the student without distillation
+    # A published architecture (e.g. fasterseg_student) trained like the plain student, with
+    # the identical budget, as the baseline the searched student is judged against.
+    baseline: str | None = None
+    # Extra training seeds for the distillation study: the distilled and the plain student are
+    # trained again with each seed (the first pair uses the train config's own seed).
+    seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CrossSequenceStage:
+    """Generalisation to unseen streets: whole sequences of the training split held out.
+
+    The plain student (and the baseline, if any) is trained again without the held-out
+    sequences and evaluated on them (split ``holdout``) and on val.
+    """
+
+    holdout: list[str] = field(default_factory=list)  # file-name prefixes, e.g. [0006R0]
+    baseline: bool = True  # also for the baseline architecture
 
 
 @dataclass
@@ -63,12 +81,20 @@ class PipelineConfig:
     train: TrainStage = field(default_factory=TrainStage)
     eval: EvalStage = field(default_factory=EvalStage)
     bench: BenchStage = field(default_factory=BenchStage)
+    cross_sequence: CrossSequenceStage = field(default_factory=CrossSequenceStage)
     device: str = "cpu"  # device for search/train/eval
+    # Expected wall time of the whole preset, stated by the preset for the machines it was
+    # measured on (free text, shown by --estimate-only and in the report).
+    expected_wall_time: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         h, w = self.latency.size
         if h % 32 or w % 32:
             raise UserError(f"config: latency.size must be multiples of 32, got {h}x{w}")
+        if len(set(self.train.seeds)) != len(self.train.seeds):
+            raise UserError(f"config: train.seeds has duplicates: {self.train.seeds}")
+        if any(not isinstance(p, str) or not p for p in self.cross_sequence.holdout):
+            raise UserError("config: cross_sequence.holdout must be file-name prefixes")
 
     def data_overrides(self) -> list[str]:
         return [f"data.{k}={_yaml_value(v)}" for k, v in self.data.items()]

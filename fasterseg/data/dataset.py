@@ -167,18 +167,30 @@ class SyntheticDataset(_Base):
     def __init__(self, cfg: DataConfig, split: str, train: bool):
         super().__init__(cfg, split, train, get_label_set(cfg))
         self.size = tuple(cfg.synthetic_size)
-        self.length = cfg.synthetic_train if split == cfg.train_split else cfg.synthetic_val
-        if self.length <= 0:
-            raise UserError(
-                f"synthetic: split {split!r} has {self.length} scenes; set data.synthetic_*"
-            )
-        self.names = [f"synth_{i:05d}" for i in range(self.length)]
+        prefixes = tuple(getattr(cfg, "holdout_prefixes", None) or ())
+        self.scene_split = cfg.train_split if split == HOLDOUT_SPLIT else split
+        if split == HOLDOUT_SPLIT and not prefixes:
+            raise UserError("split 'holdout' needs data.holdout_prefixes (e.g. [synth_0000])")
+        n = cfg.synthetic_train if self.scene_split == cfg.train_split else cfg.synthetic_val
+        if n <= 0:
+            raise UserError(f"synthetic: split {split!r} has {n} scenes; set data.synthetic_*")
+        self.indices = list(range(n))
+        self.names = [f"synth_{i:05d}" for i in self.indices]
+        if prefixes and self.scene_split == cfg.train_split:
+            keep = [name.startswith(prefixes) == (split == HOLDOUT_SPLIT) for name in self.names]
+            if not any(keep):
+                raise UserError(f"data.holdout_prefixes {list(prefixes)} leaves split {split!r} "
+                                "empty")
+            self.indices = [i for i, k in zip(self.indices, keep) if k]
+            self.names = [nm for nm, k in zip(self.names, keep) if k]
+        self.length = len(self.indices)
 
     def __len__(self) -> int:
         return self.length
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        image, label = generate_scene(self.cfg.synthetic_seed, self.split, index, self.size)
+        image, label = generate_scene(self.cfg.synthetic_seed, self.scene_split,
+                                      self.indices[index], self.size)
         return image, label, self.names[index]
 
 
