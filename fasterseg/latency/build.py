@@ -168,6 +168,16 @@ def round_plan(warmup: int, reps: int, rounds: int) -> tuple[int, list[int]]:
     return warm, [-(-reps * (r + 1) // rounds) for r in range(rounds)]
 
 
+BUSY_SHARE = 0.8  # below this share of its threads' CPU time, the machine was busy
+
+
+def cpu_share(cpu_seconds: float, wall_seconds: float, threads: int) -> float:
+    """Share of ``threads`` cores this process actually ran on: 1.0 on a quiet machine."""
+    if wall_seconds <= 0:
+        return 1.0
+    return min(1.0, cpu_seconds / (wall_seconds * max(1, threads)))
+
+
 def build_table(
     space: SearchSpaceConfig,
     size: Sequence[int],
@@ -225,6 +235,7 @@ def build_table(
     last_save = time.monotonic()
     steps = len(todo) * len(cumulative)
     bar = tqdm(total=steps, desc="latency table", unit="block", disable=disable)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     with torch.inference_mode(), bar:
         for target in cumulative:
             for b in todo:
@@ -243,6 +254,15 @@ def build_table(
                     table.save(path)
                     last_save = time.monotonic()
     table.pending.clear()
+    if todo and device == "cpu":
+        busy = cpu_share(time.process_time() - cpu0, time.perf_counter() - wall0, used_threads)
+        table.meta["cpu_share"] = round(busy, 3)
+        if busy < BUSY_SHARE:
+            logger.warning(
+                "the CPU was busy while the table was measured: this process got %.0f %% of its "
+                "%d thread(s), so entries are inflated (a 4x inflation was seen at 25 %%); "
+                "rebuild on a quiet machine (delete %s or pass another -o)", 100 * busy,
+                used_threads, path)
     table.meta["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     table.meta["complete"] = True
     table.save(path)
