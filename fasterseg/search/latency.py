@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from fasterseg.arch.archparams import combo_key, make_archparams
-from fasterseg.arch.derive import derive_from_params, table_latency_fn
+from fasterseg.arch.derive import derive_from_params
+from fasterseg.arch.schema import Arch
 from fasterseg.config.search import SearchRunConfig
 from fasterseg.errors import UserError
 from fasterseg.latency import LatencyTable, RelaxedLatency, load_table
+from fasterseg.latency.model import discrete_latency
 from fasterseg.supernet import Supernet
 
 logger = logging.getLogger(__name__)
@@ -89,7 +91,11 @@ def candidate_latencies(model: Supernet, table: LatencyTable) -> dict[str, float
     scores = {"student": {combo_key(c): {"miou": 1.0} for c in combos}}
     params = make_archparams(space, None, model.arch["student"].to_lists(),
                              num_classes=model.num_classes, branch_scores=scores)
-    lat = table_latency_fn(table)
+    ncls = table.meta.get("num_classes")
+
+    def lat(arch: Arch) -> float:  # head entries are keyed by the table's class count
+        return float(discrete_latency(arch.with_num_classes(ncls) if ncls else arch, table))
+
     _, _, report = derive_from_params(params, target_ms=1.0, latency_fn=lat)
     return {r["key"]: float(r["latency"]) for r in report["student"]["candidates"]
             if r.get("latency") is not None}

@@ -28,20 +28,6 @@ def _cfg(**search):
 
 
 @pytest.fixture(scope="module")
-def lut(tmp_path_factory) -> Path:
-    from fasterseg.config.search import SearchRunConfig
-    from fasterseg.latency import LatencyTable
-    from fasterseg.latency.build import space_blocks
-
-    space = from_dict(SearchRunConfig, json.loads(json.dumps(TINY))).space
-    g = torch.Generator().manual_seed(0)
-    entries = {b.key: 0.05 + float(torch.rand((), generator=g)) for b in space_blocks(space, (256, 512))}
-    path = tmp_path_factory.mktemp("lut") / "lut.json"
-    LatencyTable(entries, {"input_size": [256, 512], "device": "cpu"}).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def full_run(tmp_path_factory, lut):
     from fasterseg.engine.search_loop import search
 
@@ -137,4 +123,5 @@ def test_cli_json_and_next_step(tmp_path, capsys):
     assert any(line.startswith("next: fasterseg derive") for line in out)
     result = json.loads(out[-1])
     assert result["steps"] == 1 and Path(result["arch_params"]).is_file()
+    assert result["branch_scores"]["student"], "eval_every=0 must still score the heads once"
     assert main(["search", "-c", str(cfg), "--out", str(tmp_path / "run")]) == 1  # exists: no overwrite

@@ -166,3 +166,15 @@ def test_arch_params_dict_is_a_valid_contract_file(net, tmp_path):
     back = load_archparams(tmp_path / "arch_params.json")
     assert back["teacher"]["gamma"] is None and back["student"]["beta"][0] is None
     assert back["student"]["alpha"][0][0] == pytest.approx([1e-3] * 5)
+
+
+def test_official_heads_are_the_authors_five_without_fusion():
+    space = SearchSpaceConfig(num_layers=3, ratios=[4, 8], teacher_stem_ratio=8, teacher_head_ratio=8)
+    net = Supernet(space, 5, heads="official").train()
+    assert net.combos == ["8", "16", "32", "8,32", "16,32"]
+    assert all(len(h.fusions) == 0 for h in net.heads.values())
+    out = net(torch.randn(1, 3, 64, 64), "student", "max")
+    assert set(out) == set(net.combos) and out["8,32"].shape == (1, 5, 8, 8)
+    paper = Supernet(space, 5)
+    assert paper.combos == ["8", "16", "32", "8,16", "8,32", "16,32"]
+    assert all(len(h.fusions) == 6 for h in paper.heads.values())
