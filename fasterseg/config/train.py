@@ -39,6 +39,11 @@ class TrainConfig:
     ohem_thresh: float = 0.7
     ohem_min_kept_ratio: float = 1 / 16  # min kept = ratio x B*H*W
     aux_weight: float = 0.2
+    # Class weights of the OHEM loss from the training labels' pixel frequencies: none (paper),
+    # median_freq (SegNet's median frequency balancing) or sqrt_inv_freq; clipped to
+    # [1 / class_weight_max, class_weight_max].
+    class_weights: str = "none"
+    class_weight_max: float = 10.0
     kd_weight: float = 1.0
     kd_reduction: KDReduction = "pixel"  # pixel: paper eq. 4; official: also / num_classes
     amp: Amp = "off"  # bf16 on CPU; fp16 (with GradScaler) or bf16 on CUDA; auto: measured
@@ -68,6 +73,11 @@ class TrainConfig:
             raise UserError("config: train.ohem_min_kept_ratio must be in [0, 1]")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise UserError("config: train.grad_clip must be > 0 (or null to disable)")
+        if self.class_weights not in ("none", "median_freq", "sqrt_inv_freq"):
+            raise UserError("config: train.class_weights must be none, median_freq or "
+                            f"sqrt_inv_freq, got {self.class_weights!r}")
+        if self.class_weight_max < 1:
+            raise UserError("config: train.class_weight_max must be >= 1")
         if self.lr_schedule not in ("exp", "poly", "cosine"):
             raise UserError(f"config: train.lr_schedule must be exp, poly or cosine, "
                             f"got {self.lr_schedule!r}")

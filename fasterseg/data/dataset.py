@@ -146,6 +146,14 @@ class FileDataset(_Base):
     def __len__(self) -> int:
         return len(self.files)
 
+    def load_label(self, index: int) -> np.ndarray:
+        """Train ids of one sample without decoding its image (label statistics)."""
+        _, lab_path = self.files[index]
+        if lab_path is None:
+            raise UserError(f"{self.split}: sample {self.names[index]} has no label")
+        lut = presets.label_lut(self.cfg.preset, lab_path, self.spec)
+        return apply_lut(read_label(lab_path), lut, lab_path, self.label_set)
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         img_path, lab_path = self.files[index]
         image = read_image(img_path)

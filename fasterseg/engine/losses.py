@@ -32,11 +32,15 @@ class OhemCrossEntropy:
     """
 
     def __init__(
-        self, thresh: float = 0.7, min_kept_ratio: float = 1 / 16, ignore_index: int = 255
+        self, thresh: float = 0.7, min_kept_ratio: float = 1 / 16, ignore_index: int = 255,
+        class_weight: torch.Tensor | None = None,
     ):
         self.thresh = float(thresh)
         self.min_kept_ratio = float(min_kept_ratio)
         self.ignore_index = ignore_index
+        # Per-class weights (rare thin classes up): the kept pixels' NLL is averaged with these
+        # weights, like ``F.cross_entropy(weight=...)``. None: every class counts the same.
+        self.class_weight = class_weight
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != labels.shape[-2:]:
@@ -65,6 +69,9 @@ class OhemCrossEntropy:
         n = keep.sum()
         if int(n) == 0:
             return _zero_loss(logits)
+        if self.class_weight is not None:
+            w = self.class_weight.to(nll.device, nll.dtype)[safe] * keep
+            return (nll * w).sum() / w.sum().clamp_min(1e-12)
         return (nll * keep).sum() / n
 
 
