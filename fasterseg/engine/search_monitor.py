@@ -159,5 +159,10 @@ def describe(r: dict) -> str:
                      f"{100 * r['teacher_best_miou']:.1f}")
     if r.get("student_latency_ms") is not None:
         parts.append(f"latency {r['student_latency_ms']:.2f} ms (lambda {r['latency_weight']:.3g})")
+    cands = [v for k, v in r.items() if k.startswith("candidate_latency_ms_")]
+    if cands:
+        parts.append(f"derived candidates {min(cands):.2f}-{max(cands):.2f} ms")
+    if r.get("latency_weight_next") is not None and r["latency_weight_next"] != r["latency_weight"]:
+        parts.append(f"next lambda {r['latency_weight_next']:.3g}")
     parts.append(f"skip share {r['student_skip_share']:.2f}")
     return "  ".join(parts)

@@ -152,7 +152,14 @@ class _SearchRun:
         self.history: list[dict] = []
         self.branch_scores: dict = {}
         if saved is not None:
-            model.load_state_dict(saved["model"])
+            try:
+                model.load_state_dict(saved["model"])
+            except RuntimeError:
+                raise UserError(
+                    f"{run_dir / 'last.pt'} does not match this supernet (search.supernet_heads is "
+                    f"{sc.supernet_heads!r} here; runs of preset_values=official made before the "
+                    "authors' heads existed resume with --set search.supernet_heads=paper)"
+                ) from None
             self.pos = {k: saved["position"][k] for k in ("phase", "epoch", "iter", "step")}
             for k in ("epoch", "iter", "step"):
                 self.pos[k] = int(self.pos[k])
