@@ -163,6 +163,18 @@ def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str],
     return res
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recorded_path(model: str) -> str:
+    """A weights file as written into results: relative to the checkout when inside it, else its
+    name (never a machine path); a model name (``fasterseg_student``) as given."""
+    p = Path(model).resolve()
+    if not p.is_file():
+        return model
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,7 +204,7 @@ def main() -> None:
         "clock": args.clock,
         "device_name": device_name("cpu"), "cpus": os.cpu_count(), "versions": library_versions(),
         "load_average_start": list(os.getloadavg()),
-        "model_weights": args.model,
+        "model_weights": recorded_path(args.model),
         "note": "shared 2-core machine; medians of interleaved runs; agreement = argmax equal to "
                 "fp32 eager on a synthetic scene ("
                 + ("random (Kaiming) weights" if args.model == "fasterseg_student"

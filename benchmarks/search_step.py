@@ -31,7 +31,7 @@ the second thread).
 
     OMP_NUM_THREADS=2 python benchmarks/search_step.py --json
     OMP_NUM_THREADS=2 python benchmarks/search_step.py --mode reference --amp off --json
-    python benchmarks/search_step.py --layers 3 --size 64x128 --iters 1 --out /tmp/s.json  # smoke
+    python benchmarks/search_step.py --layers 3 --size 64x128 --iters 1 --out runs/ss.json  # smoke
 """
 
 from __future__ import annotations

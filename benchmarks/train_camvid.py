@@ -1,7 +1,7 @@
 """Train the published FasterSeg student on real CamVid for a fixed CPU budget, then evaluate.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/train_camvid.py --minutes 8 [--root /work/shared/data/camvid]
+    OMP_NUM_THREADS=1 python benchmarks/train_camvid.py --minutes 8 [--root ../shared/data/camvid]
 
 What it measures: how far the student gets on real street scenes within a small CPU budget
 (seconds per iteration, iterations done, val mIoU), i.e. that training on real data works end to
@@ -21,7 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_ROOT = "/work/shared/data/camvid"
+REPO = Path(__file__).resolve().parents[1]
+# The shared folder sits next to the checkout (../shared); FASTERSEG_SHARED or FASTERSEG_CAMVID move it.
+SHARED = Path(os.environ.get("FASTERSEG_SHARED") or REPO.parent / "shared")
+DEFAULT_ROOT = str(SHARED / "data" / "camvid")
+
+
+def recorded_path(path: str | Path) -> str:
+    """A path as written into results: relative to the checkout when inside it, else its name."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     from fasterseg.config.core import apply_overrides, from_dict, load_yaml
+    from fasterseg.config.presets import resolve_preset
     from fasterseg.config.train import TrainRunConfig
     from fasterseg.engine.trainer import train
     from fasterseg.utils.io import write_json
 
     h, w = (int(v) for v in args.crop.lower().split("x"))
-    data = load_yaml(Path(__file__).resolve().parents[1] / "configs/train/camvid.yaml")
+    data = load_yaml(resolve_preset("camvid", "train"))
     apply_overrides(data, [
         f"data.root={args.root}", f"data.downsample={args.downsample}", f"data.crop_size=[{h},{w}]",
         "data.scales=[0.75,1.0,1.25]", "data.workers=0",
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_macc": ev.get("macc"),
         "val_per_class_iou": ev.get("per_class_iou"),
         "peak_memory_mb": res.cost["peak_memory_mb"] if res.cost else None,
-        "run_dir": str(run_dir),
+        "run_dir": recorded_path(run_dir),
         "torch": torch.__version__,
         "load_average_1_5_15": list(os.getloadavg()),  # shared machine: contention inflates s/iter
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -27,7 +27,8 @@ def register(sub, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_pipeline_args(p)
-    p.add_argument("-c", "--config", required=True, help="pipeline YAML")
+    p.add_argument("-c", "--config", required=True,
+                   help="pipeline YAML or preset name (configs/pipeline/NAME.yaml)")
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ from fasterseg.cli.pipeline import add_pipeline_args, execute, resolve_config
 
 EXAMPLES = """examples:
   fasterseg demo                        # generated scenes, output in runs/demo
-  fasterseg demo --out /tmp/demo --estimate-only
+  fasterseg demo --out runs/demo --estimate-only
   fasterseg demo --data camvid:/data/camvid --out runs/demo-camvid
 """
 
@@ -27,12 +27,11 @@ def register(sub, parents) -> None:
     )
     add_pipeline_args(p)
     p.add_argument("-c", "--config", default=None,
-                   help="pipeline YAML (default: configs/pipeline/demo.yaml)")
+                   help="pipeline YAML or preset name, e.g. demo_smoke "
+                   "(default: configs/pipeline/demo.yaml)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fasterseg.pipeline.paths import config_path
-
-    cfg = resolve_config(args.config or str(config_path("pipeline/demo.yaml")), args)
+    cfg = resolve_config(args.config or "configs/pipeline/demo.yaml", args)
     return execute(cfg, args, demo=True)

@@ -100,9 +100,10 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 def _load_space(path: str, overrides: list[str]):
     from fasterseg.config.core import apply_overrides, from_dict, load_yaml
+    from fasterseg.config.presets import resolve_preset
     from fasterseg.config.search_space import SearchSpaceConfig
 
-    data = apply_overrides(load_yaml(path), overrides)
+    data = apply_overrides(load_yaml(resolve_preset(path, "search")), overrides)
     if "space" not in data:
         raise UserError(f"{path} has no 'space:' section")
     return from_dict(SearchSpaceConfig, data["space"], "space")

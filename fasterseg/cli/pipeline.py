@@ -27,7 +27,8 @@ def register(sub, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_pipeline_args(p)
-    p.add_argument("-c", "--config", required=True, help="pipeline YAML (configs/pipeline/NAME.yaml)")
+    p.add_argument("-c", "--config", required=True,
+                   help="pipeline YAML or preset name (configs/pipeline/NAME.yaml)")
     p.set_defaults(func=run)
 
 
@@ -47,8 +48,9 @@ def resolve_config(path: str | None, args: argparse.Namespace):
     from fasterseg.config.pipeline import PipelineConfig
     from fasterseg.errors import UserError
 
-    data = load_yaml(path) if path else {}
+    data = load_yaml(resolve_preset(path, "pipeline")) if path else {}
     apply_overrides(data, args.set)
+    from fasterseg.config.presets import resolve_preset
     if args.data:
         preset, _, root = args.data.partition(":")
         data.setdefault("data", {})["preset"] = preset

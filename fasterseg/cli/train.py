@@ -49,21 +49,10 @@ def register(subparsers, parents) -> None:
 
 
 def resolve_config_path(name: str, kind: str = "train") -> Path:
-    """A YAML path, or a preset name in ``configs/<kind>/`` (cwd, then the source tree)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    stem = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
-    import fasterseg
+    """A YAML path, or a preset name of ``configs/<kind>/`` (see :mod:`fasterseg.config.presets`)."""
+    from fasterseg.config.presets import resolve_preset
 
-    for root in (Path.cwd(), Path(fasterseg.__file__).resolve().parents[1]):
-        cand = root / "configs" / kind / stem
-        if cand.is_file():
-            return cand
-    preset_dir = Path(fasterseg.__file__).resolve().parents[1] / "configs" / kind
-    presets = sorted(q.stem for q in preset_dir.glob("*.yaml"))
-    hint = f" (presets: {', '.join(presets)})" if presets else ""
-    raise UserError(f"config file not found: {name}{hint}")
+    return resolve_preset(name, kind)
 
 
 def _resolve_resume_dir(args) -> Path:

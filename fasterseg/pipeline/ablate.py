@@ -37,8 +37,8 @@ def ablation_stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
     ab = out / "ablate"
     lut = out / "lut.json"
     data = _sets(cfg.data_overrides())
-    search_cfg = resolve_preset(cfg.search.config)
-    train_cfg = resolve_preset(cfg.train.config)
+    search_cfg = resolve_preset(cfg.search.config, "search")
+    train_cfg = resolve_preset(cfg.train.config, "train")
     stages: list[Stage] = []
 
     def search(name: str, extra: list[str], title: str) -> None:
@@ -97,7 +97,7 @@ def _prune_teacher(cfg: PipelineConfig, teacher_json: Path, out_json: Path) -> d
     from fasterseg.arch.transforms import prune_widths
     from fasterseg.config.core import load_yaml
 
-    space = load_yaml(resolve_preset(cfg.search.config)).get("space", {})
+    space = load_yaml(resolve_preset(cfg.search.config, "search")).get("space", {})
     ratios = space.get("ratios", [4, 6, 8, 10, 12])
     ratio = min(ratios)
     student_ratio = space.get("student_head_ratio", 8)

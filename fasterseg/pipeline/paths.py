@@ -1,27 +1,17 @@
-"""Where the shipped presets live (``configs/`` at the repository root)."""
+"""Preset lookup for the pipeline stages: a thin front of :mod:`fasterseg.config.presets`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fasterseg.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from fasterseg.config.presets import resolve_preset as _resolve
 
 
 def config_path(rel: str) -> Path:
-    """A preset under ``configs/``: the working directory's first, then the installed checkout's."""
-    for base in (Path.cwd() / "configs", REPO_ROOT / "configs"):
-        p = base / rel
-        if p.is_file():
-            return p
-    raise UserError(f"preset configs/{rel} not found (run from the fasterseg checkout)")
+    """A shipped preset by its path under ``configs/`` (e.g. ``pipeline/demo.yaml``)."""
+    return _resolve(f"configs/{rel}")
 
 
-def resolve_preset(path: str) -> str:
-    """A config path as given if it exists, else the same path under the checkout's root."""
-    p = Path(path)
-    if p.is_file() or p.is_absolute():
-        return str(p)
-    alt = REPO_ROOT / p
-    return str(alt) if alt.is_file() else str(p)
+def resolve_preset(path: str, kind: str | None = None) -> str:
+    """A config named in a pipeline YAML (file, ``configs/...`` path or preset name) -> its file."""
+    return str(_resolve(path, kind))

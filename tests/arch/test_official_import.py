@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from fasterseg.arch.schema import load_arch, published_arch_path
 from fasterseg.cli.main import main
 from fasterseg.errors import UserError
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "official_arch"
-if not OFFICIAL.is_dir():
-    OFFICIAL = Path("/work/shared/reference/official_arch")
+# the shared folder: ../shared next to the checkout, or FASTERSEG_SHARED
+SHARED = Path(os.environ.get("FASTERSEG_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+OFFICIAL = SHARED / "reference" / "official_arch"
 needs_files = pytest.mark.skipif(
     not (OFFICIAL / "arch_0.pt").is_file() or not (OFFICIAL / "arch_1.pt").is_file(),
     reason="official arch files not available",

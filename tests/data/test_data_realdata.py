@@ -1,4 +1,5 @@
-"""The real CamVid copy (skipped when /work/shared/data/camvid or ../shared/data is absent)."""
+"""The real CamVid copy (FASTERSEG_CAMVID, else ../shared/data/camvid next to the checkout, or
+under FASTERSEG_SHARED; skipped when absent)."""
 
 import os
 from pathlib import Path
@@ -10,8 +11,8 @@ from fasterseg.data import build_dataset, build_train_loader
 
 CANDIDATES = [
     os.environ.get("FASTERSEG_CAMVID", ""),
-    str(Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"),
-    "/work/shared/data/camvid",
+    str(Path(os.environ.get("FASTERSEG_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+        / "data" / "camvid"),
 ]
 ROOT = next((p for p in CANDIDATES if p and (Path(p) / "trainannot").is_dir()), None)
 

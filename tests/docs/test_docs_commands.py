@@ -410,10 +410,10 @@ def write_data_trees(root: Path) -> None:
 
 
 def _official_dir() -> Path | None:
-    for cand in (REPO.parent / "shared" / "reference" / "official_arch",
-                 Path("/work/shared/reference/official_arch")):
-        if (cand / "arch_0.pt").is_file() and (cand / "arch_1.pt").is_file():
-            return cand
+    shared = Path(os.environ.get("FASTERSEG_SHARED") or REPO.parent / "shared")
+    cand = shared / "reference" / "official_arch"
+    if (cand / "arch_0.pt").is_file() and (cand / "arch_1.pt").is_file():
+        return cand
     return None
 
 
