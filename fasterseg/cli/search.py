@@ -44,6 +44,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set search.search_epochs=5 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/search/<data>-L<layers>-<time>)")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a non-empty --out: removes its previous run's "
+                   "checkpoints, config, metrics and arch params first (other files are kept)")
     p.add_argument("--lut", help="latency table JSON (default: the config's search.lut)")
     p.add_argument("--seed", type=int, help="shorthand for --set search.seed=S")
     add_device(p)
@@ -90,8 +93,9 @@ def run(args) -> int:
     from fasterseg.cli.common import emit_json, interrupted, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
-    from fasterseg.engine.rundir import choose_run_dir, default_run_dir
+    from fasterseg.engine.rundir import choose_run_dir, default_run_dir, prepare_run_dir
     from fasterseg.engine.search_loop import search
+    from fasterseg.engine.signals import exit_code, sigterm_as_interrupt
 
     cfg, resume_dir = build_config(args)
     device = resolve_device(args.device)
@@ -100,16 +104,21 @@ def run(args) -> int:
     info = D.init_from_env(device)
     try:
         run_dir = choose_run_dir(resume_dir, args.out, default_run_dir(
-            cfg.search.runs_root, cfg.data.preset, f"L{cfg.space.num_layers}"), "search")
+            cfg.search.runs_root, cfg.data.preset, f"L{cfg.space.num_layers}"), "search",
+            force=args.force)
         run_dir = Path(D.broadcast_str(str(run_dir), info.device))
         main = info.is_main
         if main:
             print(f"run dir: {run_dir}", flush=True)
+            for note in prepare_run_dir(run_dir, resume=resume_dir is not None, force=args.force):
+                print(note, flush=True)
         try:
-            result = search(cfg, run_dir, device=info.device, stage=args.stage,
-                            resume=resume_dir is not None, lut=args.lut)
-        except KeyboardInterrupt:
-            return interrupted(run_dir, "search", main)
+            with sigterm_as_interrupt():
+                result = search(cfg, run_dir, device=info.device, stage=args.stage,
+                                resume=resume_dir is not None, lut=args.lut)
+        except KeyboardInterrupt as e:
+            interrupted(run_dir, "search", main)
+            return exit_code(e)
         if not main:
             return 0
         if result.cost:

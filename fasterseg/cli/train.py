@@ -13,10 +13,12 @@ EXAMPLES = """examples:
   fasterseg train -c cityscapes --set data.root=/data/cityscapes --arch fasterseg_teacher
   fasterseg train -c cityscapes --set data.root=/data/cityscapes --teacher runs/teacher/best.pt
   fasterseg train --resume runs/tiny --set train.epochs=10       # continue (and extend) a run
+  fasterseg train -c synthetic_tiny --out runs/tiny --force     # start runs/tiny over
   torchrun --nproc-per-node 4 -m fasterseg.cli.main train -c cityscapes --out runs/c4 --device cuda
 
 -c takes a YAML file or a preset name from configs/train/ (cityscapes, camvid, bdd100k,
-synthetic_tiny). Ctrl-C saves last.pt; --resume continues exactly where it stopped.
+synthetic_tiny). Ctrl-C or SIGTERM saves last.pt; --resume continues exactly where it stopped.
+A new run never writes into a non-empty --out without --force (which removes that run's files).
 """
 
 
@@ -40,6 +42,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/train/<arch>-<data>-<time>)")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a non-empty --out: removes its previous run's "
+                   "checkpoints, config, metrics and summary first (other files are kept)")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=S")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels and seeding (bit-exact resume on CPU)")
@@ -102,7 +107,8 @@ def run(args) -> int:
     from fasterseg.cli.common import emit_json, interrupted, resolve_device
     from fasterseg.engine import distributed as D
     from fasterseg.engine.cost import format_duration
-    from fasterseg.engine.rundir import choose_run_dir, default_run_dir
+    from fasterseg.engine.rundir import choose_run_dir, default_run_dir, prepare_run_dir
+    from fasterseg.engine.signals import exit_code, sigterm_as_interrupt
     from fasterseg.engine.trainer import train
     from fasterseg.models import resolve_arch
 
@@ -113,15 +119,20 @@ def run(args) -> int:
     info = D.init_from_env(device)
     try:
         run_dir = choose_run_dir(resume_dir, args.out, default_run_dir(
-            cfg.train.runs_root, Path(cfg.train.arch).stem, cfg.data.preset), "run")
+            cfg.train.runs_root, Path(cfg.train.arch).stem, cfg.data.preset), "run",
+            force=args.force)
         run_dir = Path(D.broadcast_str(str(run_dir), info.device))
         main = info.is_main
         if main:
             print(f"run dir: {run_dir}", flush=True)
+            for note in prepare_run_dir(run_dir, resume=resume_dir is not None, force=args.force):
+                print(note, flush=True)
         try:
-            result = train(cfg, run_dir, device=info.device, resume=resume_dir is not None)
-        except KeyboardInterrupt:
-            return interrupted(run_dir, "train", main)
+            with sigterm_as_interrupt():
+                result = train(cfg, run_dir, device=info.device, resume=resume_dir is not None)
+        except KeyboardInterrupt as e:
+            interrupted(run_dir, "train", main)
+            return exit_code(e)
         if not main:
             return 0
         best = result.best
@@ -130,12 +141,14 @@ def run(args) -> int:
             print(f"cost: {c['seconds_per_iter']:.3f} s/iter, {format_duration(c['epoch_seconds'])}"
                   f"/epoch, peak memory {c['peak_memory_mb']:.0f} MiB")
         if best:
-            print(f"best: {best['name']} {best['value']:.4f} at epoch {best['epoch']} "
+            value = "undefined" if best["value"] is None else f"{best['value']:.4f}"
+            print(f"best: {best['name']} {value} at epoch {best['epoch']} "
                   f"-> {run_dir / 'best.pt'}")
         print(f"trained {result.epoch} epochs ({result.step} steps), last loss "
               f"{result.last_loss if result.last_loss is None else round(result.last_loss, 4)}")
         eval_data = f"-c {run_dir / 'config.yaml'}"
-        print(f"next: fasterseg eval {run_dir / 'best.pt'} {eval_data}", flush=True)
+        ckpt = run_dir / ("best.pt" if (run_dir / "best.pt").is_file() else "last.pt")
+        print(f"next: fasterseg eval {ckpt} {eval_data}", flush=True)
         if args.json:
             ev = result.last_eval or {}
             emit_json({

@@ -68,14 +68,21 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- save / load
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomically write ``state`` (adds format/version/versions) after checking it is plain."""
+    """Atomically write ``state`` (adds format/version/versions) after checking it is plain.
+
+    Ctrl-C / SIGTERM arriving during the write are held until the file is complete (so the
+    "saved last.pt" of an interrupted run is true); a full disk is a one-line ``UserError``
+    naming the file, and the previous file stays as it was.
+    """
     import fasterseg
+    from fasterseg.engine.signals import deferred_signals
 
     out = {"format": FORMAT, "version": VERSION,
            "versions": {"fasterseg": str(fasterseg.__version__), "torch": str(torch.__version__)}}
     out.update(state)
     _check_plain(out, "checkpoint")
-    return torch_save(out, path)
+    with deferred_signals(str(path)):
+        return torch_save(out, path)
 
 
 def _check_plain(obj: Any, where: str) -> None:

@@ -1,10 +1,16 @@
 """The training loop of the train stage: one readable function, ``train(cfg, run_dir, ...)``.
 
 What it does, in order: join torchrun's process group (if any), seed, build data and model (or
-restore both from ``last.pt``), estimate the cost after a few steps, then loop epochs x iterations
-with OHEM + aux + (optional) KD losses, saving ``last.pt`` every epoch / ``save_every`` steps,
-validating every ``eval_every`` epochs into ``best.pt``. Ctrl-C saves before leaving; a NaN/inf
-loss stops without touching the last good checkpoint.
+restore both from ``last.pt``), read the validation files once, estimate the cost after a few
+steps, then loop epochs x iterations with OHEM + aux + (optional) KD losses, saving ``last.pt``
+every epoch / ``save_every`` steps, validating every ``eval_every`` epochs into ``best.pt``.
+Ctrl-C saves before leaving; a NaN/inf loss or NaN/inf weights stop without touching the last
+good checkpoint.
+
+The end of an epoch writes in an order that a kill at any point can recover from: ``last.pt``
+(the epoch's training, marked "validation pending") before validating, then ``best.pt``, then
+``last.pt`` naming it, then the metrics row (also kept in ``last.pt``). A resume finishes a pending
+validation first, checks ``best.pt`` against ``last.pt`` and restores a lost metrics row.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from fasterseg.engine.amp import autocast, resolve_amp
 from fasterseg.engine.cost import CostMeter, peak_memory_mb
 from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
 from fasterseg.engine.seed import seed_everything, set_deterministic
+from fasterseg.engine.valcheck import check_val_files
 from fasterseg.errors import UserError
 from fasterseg.utils.io import write_json
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN/inf: the run stops, the last good checkpoint stays as it was."""
+    """The loss or the weights became NaN/inf: the run stops, the last good checkpoint stays."""
 
 
 @dataclass
@@ -126,6 +133,9 @@ def train(
             logger.warning("data.num_classes=%d but the label set %s has %d classes",
                            num_classes, label_set.name, len(label_set.class_names))
         ds_val = build_dataset(cfg.data, cfg.data.val_split, train=False) if tc.eval_every else None
+        if ds_val is not None:  # a bad file found now, not after an epoch of training
+            limit = tc.eval_max_images * info.world_size if tc.eval_max_images else None
+            ds_val, _ = check_val_files(ds_val, cfg.data.skip_corrupt, limit)
 
         if state is not None:
             model = build_model(state["arch"], num_classes=int(state["num_classes"]))
@@ -148,16 +158,20 @@ def train(
         scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
         start_epoch, start_iter, step = 0, 0, 0
         best: dict | None = None
+        pending: dict | None = None  # an epoch saved before its validation finished
+        last_record: dict | None = None  # the metrics row of the last completed epoch
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
             step, best = int(state["step"]), state.get("best")
+            pending, last_record = state.get("pending_epoch"), state.get("epoch_record")
             ckpt_io.restore_rng_state(state["rng"])
             logger.info("resuming from %s: epoch %d, iteration %d, step %d", run_dir / "last.pt",
                         start_epoch + 1, start_iter, step)
         del state
+        resumed_step = step
 
         net: nn.Module = model
         if info.enabled:
@@ -167,20 +181,30 @@ def train(
                 net, device_ids=[device.index] if device.type == "cuda" else None)
 
         ignore = getattr(label_set, "ignore_index", 255)
-        ohem = OhemCrossEntropy(tc.ohem_thresh, tc.ohem_min_kept_ratio, ignore)
+        weight = _class_weights(tc, ds_train, num_classes) if tc.class_weights != "none" else None
+        ohem = OhemCrossEntropy(tc.ohem_thresh, tc.ohem_min_kept_ratio, ignore, weight)
         criterion = SegLoss(ohem, tc.aux_weight)
         label_dict = ckpt_io.label_set_to_dict(label_set)
         config_dict = to_dict(cfg)
 
         history: list[dict] = []
+        # A resumed run's --set overrides reach config.yaml (what a plain --resume reads) only
+        # once the run has made progress: an override that fails at once is not made permanent.
+        config_saved = not resume
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            rundir.write_config(run_dir, config_dict)
+            if not resume:
+                rundir.write_config(run_dir, config_dict)
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a new run: no old records
             rundir.write_env(run_dir, device, {"world_size": info.world_size,
                                                "deterministic": tc.deterministic})
             if resume:
                 records = rundir.truncate_metrics(run_dir, step)
+                records = rundir.ensure_epoch_record(run_dir, last_record, records)
                 history = [r for r in records if r.get("type") == "epoch"]
+                best, note = rundir.reconcile_best(run_dir, best)
+                if note:
+                    logger.warning("%s", note)
         if info.is_main:
             logger.info("batch %d per process x %d process(es) x %d accumulation = %d images per "
                         "step", tc.batch_size, info.world_size, tc.accumulate,
@@ -189,9 +213,21 @@ def train(
         pos = {"epoch": start_epoch, "iter": start_iter, "step": step}
         rng_at_pos = ckpt_io.capture_rng_state()
 
+        def check_weights() -> None:
+            """Never save NaN/inf weights over a good checkpoint (a step can diverge them with a
+            finite loss, e.g. on an epoch's last iteration). Same answer on every rank."""
+            bad = _nonfinite_tensors(model)
+            if bad:
+                raise TrainingDiverged(_diverged_weights_message(run_dir, pos, bad, lr))
+
         def save(name: str, metric: dict | None = None) -> Path | None:
+            nonlocal config_saved
             if not info.is_main:
                 return None
+            check_weights()
+            if not config_saved and pos["step"] > resumed_step:
+                rundir.write_config(run_dir, config_dict)  # the resumed run made progress
+                config_saved = True
             return ckpt_io.save_checkpoint(
                 {
                     "model": model.state_dict(),
@@ -210,10 +246,57 @@ def train(
                     "rng": rng_at_pos,
                     "best": best,
                     "metric": metric,
+                    "pending_epoch": pending,
+                    "epoch_record": last_record,
                     "config": config_dict,
                 },
                 run_dir / name,
             )
+
+        def finish_epoch(record: dict, validate: bool) -> None:
+            """Validate (if due), then write best.pt, last.pt and the metrics row, in that order."""
+            nonlocal best, last_eval, pending, last_record
+            check_weights()  # every rank: all stop together
+            metric = None
+            if validate:
+                pending = record
+                if info.is_main and pos["step"] > resumed_step:
+                    save("last.pt")  # the epoch's training is safe before validation reads files
+                last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info,
+                                      amp)
+                miou = _finite_or_none(last_eval["miou"])
+                if miou is None and info.is_main:
+                    logger.warning("validation after epoch %d: no labelled pixel in its %d images, "
+                                   "so mIoU is undefined (written as null); check the labels with"
+                                   " `fasterseg data check`", record["epoch"], last_eval["images"])
+                record.update(val_miou=miou, val_aacc=_finite_or_none(last_eval["aacc"]),
+                              val_macc=_finite_or_none(last_eval["macc"]),
+                              val_images=last_eval["images"])
+                metric = {"name": "val_miou", "value": miou, "epoch": record["epoch"],
+                          "step": pos["step"]}
+            elif ds_val is None:
+                metric = {"name": "train_loss", "value": record["train_loss"],
+                          "epoch": record["epoch"], "step": pos["step"]}
+            improved = metric is not None and _better(metric, best)
+            if improved:
+                best = metric
+            pending, last_record = None, record
+            if info.is_main:
+                if improved:  # best.pt exists before any last.pt names it
+                    save("best.pt", metric)
+                    write_json(run_dir / "best.json", best)
+                save("last.pt")
+                history.append(record)
+                rundir.append_metrics(run_dir, record)
+                rows = [{k: v for k, v in r.items() if k != "type"} for r in history]
+                rundir.write_summary(run_dir, rows)
+                val = ""
+                if record.get("val_miou") is not None:
+                    val = f"  val mIoU {100 * record['val_miou']:.2f}"
+                loss = record["train_loss"]
+                logger.info("epoch %d/%d  loss %s  lr %.2e%s", record["epoch"], tc.epochs,
+                            "n/a" if loss is None else f"{loss:.4f}", record["lr"], val)
+            D.barrier()
 
         total_iters = tc.epochs * tc.iters_per_epoch
         done_iters = start_epoch * tc.iters_per_epoch + start_iter
@@ -231,6 +314,11 @@ def train(
         out_of_time = False
         lr = lr_schedule.lr_at(tc, pos["step"])
         try:
+            if pending is not None:  # killed while validating: finish that epoch first
+                logger.info("epoch %d was saved but its validation did not finish: validating it "
+                            "now", pending["epoch"])
+                lr = float(pending.get("lr", lr))
+                finish_epoch(dict(pending), True)
             for epoch in range(start_epoch, tc.epochs):
                 first = start_iter if epoch == start_epoch else 0
                 loader = build_train_loader(
@@ -241,6 +329,7 @@ def train(
                 net.train()
                 t_epoch = time.perf_counter()
                 loss_sum, loss_n = 0.0, 0
+                void_batches, batches_seen = 0, 0  # batches without a single labelled pixel
                 bar = tqdm(total=tc.iters_per_epoch, initial=first, disable=disable_bar,
                            desc=f"epoch {epoch + 1}/{tc.epochs}", dynamic_ncols=True, leave=False)
                 for it in range(first, tc.iters_per_epoch):
@@ -251,6 +340,8 @@ def train(
                     step_loss = 0.0
                     for micro in range(tc.accumulate):
                         batch = next(batches)
+                        batches_seen += 1
+                        void_batches += int(not bool((batch["label"] != ignore).any()))
                         x = batch["image"].to(device, non_blocking=True)
                         y = batch["label"].to(device, non_blocking=True)
                         if tc.channels_last:
@@ -304,6 +395,7 @@ def train(
                         rundir.append_metrics(run_dir, rec)
                     mid_epoch = it + 1 < tc.iters_per_epoch
                     if tc.save_every and pos["step"] % tc.save_every == 0 and mid_epoch:
+                        check_weights()  # every rank, so all stop together
                         save("last.pt")
                     over = budget_s is not None and time.perf_counter() - t_start > budget_s
                     if budget_s is not None and _agree(over, device):
@@ -314,40 +406,14 @@ def train(
                 # ---- end of epoch: position moves to the start of the next epoch
                 if pos["iter"] >= tc.iters_per_epoch:
                     pos.update(epoch=epoch + 1, iter=0)
-                train_loss = _global_mean(loss_sum, loss_n, device)
+                train_loss = _finite_or_none(_global_mean(loss_sum, loss_n, device))
+                _check_labelled(void_batches, batches_seen, epoch + 1, device, info, cfg)
                 record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "step": pos["step"],
                                           "lr": lr, "train_loss": train_loss,
                                           "epoch_seconds": time.perf_counter() - t_epoch,
                                           "peak_memory_mb": peak_memory_mb(device)}
-                metric = None
-                if ds_val is not None and (_eval_due(tc, epoch + 1) or out_of_time):
-                    last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info,
-                                          amp)
-                    record.update(val_miou=last_eval["miou"], val_aacc=last_eval["aacc"],
-                                  val_macc=last_eval["macc"], val_images=last_eval["images"])
-                    metric = {"name": "val_miou", "value": last_eval["miou"], "epoch": epoch + 1,
-                              "step": pos["step"]}
-                elif ds_val is None:
-                    metric = {"name": "train_loss", "value": train_loss, "epoch": epoch + 1,
-                              "step": pos["step"]}
-                improved = metric is not None and _better(metric, best)
-                if improved:
-                    best = metric
-                if info.is_main:
-                    save("last.pt")
-                    if improved:
-                        save("best.pt", metric)
-                        write_json(run_dir / "best.json", best)
-                    history.append(record)
-                    rundir.append_metrics(run_dir, record)
-                    rows = [{k: v for k, v in r.items() if k != "type"} for r in history]
-                    rundir.write_summary(run_dir, rows)
-                    val = ""
-                    if "val_miou" in record:
-                        val = f"  val mIoU {100 * record['val_miou']:.2f}"
-                    logger.info("epoch %d/%d  loss %.4f  lr %.2e%s", epoch + 1, tc.epochs,
-                                train_loss, lr, val)
-                D.barrier()
+                validate = ds_val is not None and (_eval_due(tc, epoch + 1) or out_of_time)
+                finish_epoch(record, validate)
                 if out_of_time:
                     logger.info("time budget of %.1f min reached after %d steps: stopped (resume "
                                 "with --resume and a larger train.time_budget_min)",
@@ -355,7 +421,7 @@ def train(
                     break
         except KeyboardInterrupt:
             if info.is_main:
-                path = save("last.pt")
+                path = save("last.pt")  # Ctrl-C / SIGTERM during the write wait for it to finish
                 logger.warning("interrupted: saved %s (epoch %d, iteration %d, step %d)", path,
                                pos["epoch"] + 1, pos["iter"], pos["step"])
             raise
@@ -378,6 +444,53 @@ def _diverged_message(
     return (f"loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {it + 1} (after "
             f"{step} steps, lr {lr:.3g}); training stopped, {kept}. Try a lower train.lr, "
             "train.grad_clip or train.amp=off")
+
+
+def _nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of parameters / buffers (BN statistics too) holding NaN or inf; [] if all finite."""
+    items = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    if not items:
+        return []
+    ok = torch.stack([torch.isfinite(v).all() for _, v in items])
+    if bool(ok.all()):  # one device sync
+        return []
+    return [k for (k, _), good in zip(items, ok.tolist()) if not good]
+
+
+def _diverged_weights_message(run_dir: Path, pos: dict, bad: list[str], lr: float) -> str:
+    last = run_dir / "last.pt"
+    kept = f"last good checkpoint kept: {last}" if last.is_file() else "no checkpoint was saved yet"
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return (f"the weights became NaN/inf ({bad[0]}{more}) after {pos['step']} steps (lr "
+            f"{lr:.3g}), not saved; training stopped, {kept}. Try a lower train.lr, "
+            "train.grad_clip or train.amp=off")
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    """JSON has no NaN: an undefined metric is written as null."""
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _check_labelled(void: int, seen: int, epoch: int, device: torch.device, info: D.DistInfo,
+                    cfg: TrainRunConfig) -> None:
+    """Warn about batches whose labels are all void; stop if a whole epoch had no labelled pixel.
+
+    Such batches give a zero loss: a run on all-void labels would "train" with loss 0 and a NaN
+    validation score instead of saying the labels are wrong.
+    """
+    t = torch.tensor([float(void), float(seen)], dtype=torch.float64, device=device)
+    D.all_reduce_sum(t)
+    void, seen = int(t[0]), int(t[1])
+    if not void:
+        return
+    check = f"`fasterseg data check {cfg.data.root or 'ROOT'} --preset {cfg.data.preset}`"
+    if void == seen:
+        raise UserError(f"epoch {epoch}: none of its {seen} training batches has a labelled pixel "
+                        f"(every label is void/ignore), so there is nothing to learn; check the "
+                        f"labels with {check}")
+    if info.is_main:
+        logger.warning("epoch %d: %d of %d training batches had no labelled pixel (all "
+                       "void/ignore); check the labels with %s", epoch, void, seen, check)
 
 
 def _forward_train(net: nn.Module, x: torch.Tensor):
@@ -428,3 +541,16 @@ def _validate(model: nn.Module, ds_val, cfg: TrainRunConfig, num_classes: int, l
                  max_images=cfg.train.eval_max_images, amp_dtype=amp_dtype)
     m.pop("confusion", None)
     return m
+
+
+def _class_weights(tc, ds_train, num_classes: int) -> torch.Tensor | None:
+    """Loss weights from the training split's label frequencies (logged, deterministic)."""
+    from fasterseg.engine.class_weights import class_weights, label_frequencies
+
+    freq = label_frequencies(ds_train, num_classes)
+    weight = class_weights(freq, tc.class_weights, tc.class_weight_max)
+    if weight is not None:
+        names = getattr(ds_train.label_set, "class_names", [str(i) for i in range(num_classes)])
+        logger.info("class weights (%s): %s", tc.class_weights,
+                    ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weight.tolist())))
+    return weight

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from fasterseg.errors import UserError
+
+
+# atomic_write's temp files: ".<target name>.<8 random chars from mkstemp>.tmp" in the target folder
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+# what torch's zip writer raises when a write comes up short (a full disk, a quota)
+_ZIP_WRITE_ERRORS = ("unexpected pos", "file write failed", "inline_container")
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
-    """Call ``write(fileobj)`` on a temp file in the target folder, then rename it over ``path``."""
+    """Call ``write(fileobj)`` on a temp file in the target folder, then rename it over ``path``.
+
+    On any failure the temp file is removed and ``path`` is left as it was. A full disk is a
+    ``UserError`` that says so and names ``path`` (torch's zip writer reports it only as
+    ``unexpected pos``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -20,11 +37,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        full = _disk_full_message(e, path)
+        if full:
+            raise UserError(full) from None
         raise
     return path
+
+
+def _disk_full_message(e: BaseException, path: Path) -> str | None:
+    """One line for a write that failed for lack of space, else None (other errors pass as-is)."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on device while writing {path} ({free}); the previous file, if "
+                "any, is unchanged: free some space and run again")
+    text = str(e)
+    if isinstance(e, RuntimeError) and any(k in text for k in _ZIP_WRITE_ERRORS):
+        first = text.strip().splitlines()[0][:120] if text.strip() else type(e).__name__
+        return (f"no space left on device while writing {path} (most likely: torch's writer "
+                f"stopped short, {first!r}; {free}); the previous file, if any, is unchanged: "
+                "free some space and run again")
+    return None
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
