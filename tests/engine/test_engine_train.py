@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -63,38 +62,39 @@ def test_train_writes_a_complete_run_dir(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(out)]) == 1
 
 
+# The killed run: the CLI in a process that SIGKILLs itself when it is about to write the
+# checkpoint of step KILL_AT, i.e. at a known point (last.pt holds step KILL_AT - save_every and
+# metrics.jsonl already has later records), however fast or slow the machine is.
+KILL_AT_SAVE = """
+import os, signal, sys
+from fasterseg.engine import checkpoint
+real = checkpoint.save_checkpoint
+def save(state, path):
+    if state.get("step") == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(state, path)
+checkpoint.save_checkpoint = save
+from fasterseg.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     common = [*TINY, "--deterministic", "--set", "train.eval_every=0", "--set", "train.save_every=2"]
     straight = tmp_path / "straight"
     assert main(["train", *common, "--out", str(straight)]) == 0
 
-    killed = tmp_path / "killed"  # same run, but far more epochs: it will not finish by itself
-    cmd = [sys.executable, "-m", "fasterseg.cli.main", "train", *common,
-           "--set", "train.epochs=1000", "--out", str(killed)]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        step = 0
-        while time.time() < deadline and proc.poll() is None:  # wait for the mid-epoch-2 save
-            try:
-                step = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["step"]
-            except Exception:
-                step = 0
-            if step >= 6:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL and step >= 6
-    if step >= 8:
-        pytest.skip(f"the killed run already passed step 8 (step {step}) on this slow machine")
-    # resume to the same end point (2 epochs): weights must equal the straight run's exactly
-    assert main(["train", "--resume", str(killed), "--set", "train.epochs=2"]) == 0
+    killed = tmp_path / "killed"  # the same run, killed as it saves step 8 (last.pt: step 6)
+    cmd = [sys.executable, "-c", KILL_AT_SAVE, "train", *common, "--out", str(killed)]
+    proc = subprocess.run(cmd, env={**ENV, "KILL_AT": "8"}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["step"] == 6
+    logged = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "iter"]
+    assert max(logged) > 6  # records past the checkpoint, to be cut on resume
+    # resume to the end (2 epochs): weights must equal the straight run's exactly
+    assert main(["train", "--resume", str(killed)]) == 0
     a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the straight run"
