@@ -40,17 +40,21 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="device for search/train/eval (default: config)")
     p.add_argument("--estimate-only", action="store_true", help="print the cost estimate and exit")
     p.add_argument("--verbose", action="store_true", help="echo every stage's output")
+    p.add_argument("--until", metavar="STAGE",
+                   help="run the stages up to and including STAGE, then stop (e.g. derive)")
+    p.add_argument("--only", metavar="STAGES",
+                   help="run only these comma-separated stages (their inputs must exist)")
     add_json(p)
 
 
 def resolve_config(path: str | None, args: argparse.Namespace):
     from fasterseg.config.core import apply_overrides, from_dict, load_yaml
     from fasterseg.config.pipeline import PipelineConfig
+    from fasterseg.config.presets import resolve_preset
     from fasterseg.errors import UserError
 
     data = load_yaml(resolve_preset(path, "pipeline")) if path else {}
     apply_overrides(data, args.set)
-    from fasterseg.config.presets import resolve_preset
     if args.data:
         preset, _, root = args.data.partition(":")
         data.setdefault("data", {})["preset"] = preset
@@ -65,6 +69,22 @@ def resolve_config(path: str | None, args: argparse.Namespace):
     return from_dict(PipelineConfig, data)
 
 
+def select_stages(stages: list, until: str | None, only: str | None) -> list:
+    """The stages ``--until`` / ``--only`` ask for (unknown names are a one-line error)."""
+    from fasterseg.errors import UserError
+
+    names = [s.name for s in stages]
+    wanted = [n.strip() for n in only.split(",") if n.strip()] if only else []
+    for n in wanted + ([until] if until else []):
+        if n not in names:
+            raise UserError(f"no stage named {n!r}; stages: {', '.join(names)}")
+    if until:
+        stages = stages[: names.index(until) + 1]
+    if wanted:
+        stages = [s for s in stages if s.name in wanted]
+    return stages
+
+
 def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     import yaml
 
@@ -77,7 +97,8 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     from fasterseg.utils.io import write_json, write_text
 
     out = Path(cfg.out)
-    stages = build_stages(cfg, out)
+    stages = select_stages(build_stages(cfg, out), getattr(args, "until", None),
+                           getattr(args, "only", None))
     todo = [s for s in stages if not is_done(out, s)]
     print(f"{'demo' if demo else 'pipeline'} {cfg.name}: output in {out}")
     est, how = estimate_demo(todo) if demo else estimate_pipeline(cfg, todo)
@@ -107,7 +128,7 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     print(f"next: open {report}; deploy with `fasterseg export {out}/student_kd/best.pt -o student.onnx --verify`")
     if args.json:
         summary = {"out": str(out), "report": str(report), "seconds": elapsed}
-        for run in ("teacher", "student_kd", "student"):
+        for run in ("teacher", "student_kd", "student", "baseline"):
             ev, bn = results.get(f"eval_{run}", {}), results.get(f"bench_{run}", {})
             if ev or bn:
                 summary[run] = {"miou": ev.get("miou"), "latency_ms": bn.get("latency_ms"),

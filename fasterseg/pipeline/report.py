@@ -10,9 +10,10 @@ from typing import Any
 
 from fasterseg.config.pipeline import PipelineConfig
 from fasterseg.engine.rundir import read_metrics
+from fasterseg.pipeline.results import collect_results, plot_accuracy_latency
 from fasterseg.pipeline.runner import load_marker
 from fasterseg.pipeline.stages import fmt_size, train_runs
-from fasterseg.utils.io import write_text
+from fasterseg.utils.io import write_json, write_text
 
 
 def _num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -28,7 +29,7 @@ def plot_training_curves(out: Path, runs: list[tuple[str, str]]) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {name: read_metrics(out / name) for name, _ in runs}
+    series = {r.name: read_metrics(out / r.name) for r in runs if r.role != "seed"}
     if not any(series.values()):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -73,7 +74,8 @@ def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -
               "| network | mIoU (%) | aAcc (%) | mAcc (%) | latency (ms) | FPS | MACs (G) | params (M) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     evals = {}
-    for name, desc in runs:
+    for run in runs:
+        name, desc = run.name, run.desc
         ev = load_marker(out, f"eval_{name}") or {}
         bn = load_marker(out, f"bench_{name}") or {}
         evals[name] = ev
@@ -83,7 +85,7 @@ def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -
             f"| {_num(ev.get('macc'), scale=100)} | {_num(bn.get('latency_ms'))} | {_num(bn.get('fps'), '{:.1f}')} "
             f"| {_num(bn.get('macs'), '{:.3f}', 1e-9)} | {_num(params, '{:.3f}', 1e-6)} |"
         )
-    bn0 = load_marker(out, f"bench_{runs[0][0]}") or {}
+    bn0 = load_marker(out, f"bench_{runs[0].name}") or {}
     if bn0:
         lines += ["", f"Latency: batch 1, {bn0.get('backend', '?')} backend, {bn0.get('dtype', '?')}, "
                   f"device {bn0.get('device', '?')}, {bn0.get('threads', '?')} thread(s), median over "
@@ -94,15 +96,19 @@ def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -
         lines += ["", f"Distillation changed the student's mIoU by {delta:+.2f} points "
                   "(distilled minus plain; same architecture, data and schedule)."]
     lines.append("")
+    results = collect_results(cfg, out, seconds)
+    write_json(out / "results.json", results)
+    lines += method_claim_lines(results, plot_accuracy_latency(results, out / "accuracy_latency.png"))
 
     # Per-class IoU.
     classes = next((list(e["per_class_iou"]) for e in evals.values()
                     if isinstance(e.get("per_class_iou"), dict)), [])
     if classes:
-        lines += ["## Per-class IoU (%)", "", "| class | " + " | ".join(n for n, _ in runs) + " |",
-                  "| --- | " + " | ".join("---" for _ in runs) + " |"]
+        shown = [r.name for r in runs if r.role != "seed"]
+        lines += ["## Per-class IoU (%)", "", "| class | " + " | ".join(shown) + " |",
+                  "| --- | " + " | ".join("---" for _ in shown) + " |"]
         for c in classes:
-            vals = [_num((evals[n].get("per_class_iou") or {}).get(c), scale=100) for n, _ in runs]
+            vals = [_num((evals[n].get("per_class_iou") or {}).get(c), scale=100) for n in shown]
             lines.append(f"| {c} | " + " | ".join(vals) + " |")
         lines.append("")
 
@@ -168,3 +174,61 @@ def _format_arch(path: Path) -> str:
         cells = ", ".join(f"{c.op}{'/s2' if c.stride == 2 else ''}:{c.ratio}" for c in b.cells)
         out.append(f"1/{b.output_rate}: {cells}")
     return "\n".join(out)
+
+
+def method_claim_lines(res: dict, plot: Path | None) -> list[str]:
+    """The searched student against the published one at equal budget, said plainly."""
+    se, pu = res.get("searched") or {}, res.get("published") or {}
+    lines: list[str] = []
+    if se and pu:
+        lines += ["## Searched vs published student (same training budget)", "",
+                  "| network | val mIoU (%) | latency measured (ms) | latency table (ms) | "
+                  "MACs (G) | params (M) |", "| --- | --- | --- | --- | --- | --- |"]
+        for label, p in (("searched (" + str(se.get("name")) + ")", se),
+                         ("published (" + str(pu.get("name")) + ")", pu)):
+            lines.append(f"| {label} | {_num(p.get('val_miou'), scale=100)} | "
+                         f"{_num(p.get('latency_ms'))} | {_num(p.get('latency_table_ms'))} | "
+                         f"{_num(p.get('macs'), '{:.3f}', 1e-9)} | "
+                         f"{_num(p.get('params'), '{:.3f}', 1e-6)} |")
+        ratio = res.get("speedup_searched_vs_published")
+        if isinstance(ratio, float) and se.get("val_miou") is not None \
+                and pu.get("val_miou") is not None:
+            d = 100 * (se["val_miou"] - pu["val_miou"])
+            faster = "faster" if ratio > 1 else "slower"
+            verdict = ("yes" if ratio >= 1.0 and d >= -1.0 else "no")
+            lines += ["", f"The searched student is {ratio:.2f}x {faster} than the published "
+                      f"student ({'higher' if d >= 0 else 'lower'} val mIoU by {abs(d):.2f} "
+                      f"points). Faster at equal accuracy (within 1 point): **{verdict}**."]
+        lines.append("")
+    if plot is not None:
+        lines += [f"![accuracy vs latency]({plot.name})", ""]
+    if res.get("seeds"):
+        lines += ["## Distillation (distilled minus plain val mIoU, same budget)", "",
+                  "| seed | distilled (%) | plain (%) | delta (points) |", "| --- | --- | --- | --- |"]
+        for r in res.get("kd_deltas", []):
+            seed = "config" if r["seed"] is None else r["seed"]
+            lines.append(f"| {seed} | {_num(r['kd_miou'], scale=100)} | "
+                         f"{_num(r['plain_miou'], scale=100)} | {_num(r['delta'], '{:+.2f}', 100)} |")
+        mean, std = res.get("kd_delta_mean"), res.get("kd_delta_std")
+        spread = f" +- {_num(std, scale=100)}" if std is not None else " (one seed: no spread)"
+        lines += ["", f"Mean delta over {res['seeds']} seed(s): {_num(mean, '{:+.2f}', 100)}"
+                  f"{spread} points."]
+        if mean is not None and std is not None:
+            sure = mean > std
+            lines.append("Distillation helps beyond the seed spread." if sure else
+                         "The difference is within the seed spread: at this budget distillation "
+                         "is not shown to help (a longer schedule or a different KD weight or "
+                         "reduction may change that).")
+        lines.append("")
+    xs = res.get("cross_sequence") or {}
+    if xs.get("holdout"):
+        lines += ["## Cross-sequence check", "",
+                  f"Trained without the sequences {', '.join(xs['holdout'])}, evaluated on them "
+                  "(unseen streets) and on val.", "",
+                  "| network | held-out sequences mIoU (%) | val mIoU (%) |", "| --- | --- | --- |"]
+        for n in ("xseq_student", "xseq_baseline"):
+            if n in xs:
+                lines.append(f"| {n} | {_num(xs[n].get('holdout_miou'), scale=100)} | "
+                             f"{_num(xs[n].get('val_miou'), scale=100)} |")
+        lines.append("")
+    return lines

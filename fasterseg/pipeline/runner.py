@@ -64,8 +64,10 @@ def run_stage(
     missing = [str(p) for p in stage.needs if not p.exists()]
     if missing:
         raise UserError(f"stage {stage.name} needs {missing[0]}, which an earlier stage should have made")
+    t0 = time.perf_counter()
     if stage.func is not None:
         result = stage.func()
+        result = {**result, "stage_seconds": time.perf_counter() - t0}
         write_json(marker_path(out, stage), result)
         return result
     log_path = out / "logs" / f"{stage.name}.log"
@@ -104,7 +106,9 @@ def run_stage(
     if rc != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise UserError(f"stage {stage.name} failed (exit {rc}): {last}  [log: {log_path}]")
-    result = last_json if isinstance(last_json, dict) else {}
+    result = dict(last_json) if isinstance(last_json, dict) else {}
+    # Wall time of this invocation (a resumed stage counts only its last part).
+    result["stage_seconds"] = time.perf_counter() - t0
     write_json(marker_path(out, stage), result)
     return result
 

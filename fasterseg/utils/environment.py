@@ -64,8 +64,27 @@ def collect_env() -> dict:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "mkldnn": torch.backends.mkldnn.is_available(),
         "bf16_cpu": _cpu_has("avx512_bf16") or _cpu_has("amx_bf16"),
+        "cpu_flags": cpu_flags(),
     }
     return info
+
+
+# The CPU features that decide which precision and kernels are fast here (bf16 and int8 paths).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+               "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``SPEED_FLAGS`` this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in SPEED_FLAGS if f in have]
+    return []
 
 
 def _cpu_has(flag: str) -> bool:

@@ -119,3 +119,23 @@ def test_ablate_reuses_pipeline_and_writes_table3(demo_run, capsys):
         assert all(math.isfinite(float(c)) for c in cells[1:]), line
     assert (out / "ablate" / "latency_regularisation.png").is_file()
     assert "naive" in report and "fine-grained" in report
+
+
+@pytest.mark.slow
+def test_seed_study_baseline_and_cross_sequence_on_generated_scenes(demo_run, capsys):
+    """The issue-14 extras at their smallest setting: numbers meaningless, shape checked."""
+    rc, out = demo_run
+    assert rc == 0
+    extra = ["--set", "train.seeds=[3]", "--set", "train.baseline=fasterseg_student",
+             "--set", "cross_sequence.holdout=[synth_0000]"]
+    assert main(["demo", "-c", SMOKE, "--out", str(out), *extra, "--json"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == 2 and isinstance(res["kd_delta_std"], float)
+    assert 0.0 <= res["cross_sequence_miou"] <= 1.0
+    assert res["published"]["latency_ms"] > 0 and 0.0 <= res["published"]["val_miou"] <= 1.0
+    assert 0.0 <= res["min_class_iou"] <= res["best_student_val_miou"] <= 1.0
+    report = (out / "report.md").read_text()
+    for section in ("## Searched vs published student", "## Distillation",
+                    "## Cross-sequence check"):
+        assert section in report, section
+    assert (out / "accuracy_latency.png").is_file()
