@@ -393,7 +393,8 @@ def write_data_trees(root: Path) -> None:
     for split, n in counts.items():
         lines = []
         for k in range(n):
-            name = f"0001TP_{k:06d}.png"
+            seq = "0006R0" if split == "train" and k == n - 1 else "0001TP"  # a held-out sequence
+            name = f"{seq}_{k:06d}.png"
             _png(cv / split / name, _img(rng))
             _png(cv / f"{split}annot" / name, _lab(rng, range(12)))
             lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
