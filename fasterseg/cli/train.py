@@ -131,6 +131,9 @@ def run(args) -> int:
             with sigterm_as_interrupt():
                 result = train(cfg, run_dir, device=info.device, resume=resume_dir is not None)
         except KeyboardInterrupt as e:
+            if main and not (run_dir / "last.pt").is_file():
+                print("interrupted before the first checkpoint: nothing to resume", flush=True)
+                return exit_code(e)
             interrupted(run_dir, "train", main)
             return exit_code(e)
         if not main:

@@ -31,12 +31,13 @@ from fasterseg.config.core import to_dict
 from fasterseg.config.train import TrainRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
-from fasterseg.engine import rundir
+from fasterseg.engine import rundir, tensorboard
 from fasterseg.engine import schedule as lr_schedule
 from fasterseg.engine.amp import autocast, resolve_amp
 from fasterseg.engine.cost import CostMeter, peak_memory_mb
 from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
 from fasterseg.engine.seed import seed_everything, set_deterministic
+from fasterseg.engine.signals import deferred_signals
 from fasterseg.engine.valcheck import check_val_files
 from fasterseg.errors import UserError
 from fasterseg.utils.io import write_json
@@ -120,6 +121,7 @@ def train(
     if tc.amp == "auto":
         logger.info("train.amp=auto -> %s on this %s", amp, device.type)
     try:
+        tensorboard.start(run_dir, tc.tensorboard and info.is_main)
         if tc.deterministic:
             set_deterministic(True)
         seed_everything(tc.seed)  # same seed on every rank: identical initial weights
@@ -202,6 +204,9 @@ def train(
                 records = rundir.truncate_metrics(run_dir, step)
                 records = rundir.ensure_epoch_record(run_dir, last_record, records)
                 history = [r for r in records if r.get("type") == "epoch"]
+                if history:  # summary.csv agrees with the (possibly restored) rows
+                    rundir.write_summary(run_dir, [{k: v for k, v in r.items() if k != "type"}
+                                                   for r in history])
                 best, note = rundir.reconcile_best(run_dir, best)
                 if note:
                     logger.warning("%s", note)
@@ -421,7 +426,8 @@ def train(
                     break
         except KeyboardInterrupt:
             if info.is_main:
-                path = save("last.pt")  # Ctrl-C / SIGTERM during the write wait for it to finish
+                with deferred_signals("last.pt"):  # a second Ctrl-C / SIGTERM waits for the save
+                    path = save("last.pt")
                 logger.warning("interrupted: saved %s (epoch %d, iteration %d, step %d)", path,
                                pos["epoch"] + 1, pos["iter"], pos["step"])
             raise
@@ -429,6 +435,7 @@ def train(
                            last_loss=last_loss, best=best, last_eval=last_eval, cost=cost,
                            world_size=info.world_size, history=history)
     finally:
+        tensorboard.stop(run_dir)
         D.cleanup(info)
 
 
