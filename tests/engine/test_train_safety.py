@@ -419,3 +419,32 @@ def test_stale_temp_files_are_removed_on_resume(run_copy, capsys):
     assert main(["train", "--resume", str(run_copy)]) == 0
     assert "removed 2 temp file(s)" in capsys.readouterr().out
     assert not any(p.exists() for p in stale) and mine.read_text() == "not ours"
+
+
+def test_atomic_write_full_disk_keeps_the_old_file_and_no_temp(tmp_path):
+    from fasterseg.errors import UserError
+    from fasterseg.utils.io import atomic_write
+
+    target = tmp_path / "best.json"
+    target.write_text("old")
+
+    def write(f):
+        f.write("new, half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError, match=r"no space left on device while writing .*best\.json"):
+        atomic_write(target, write)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["best.json"]
+    with pytest.raises(OSError, match="Permission"):  # other errors are not disguised
+        atomic_write(target, lambda f: (_ for _ in ()).throw(PermissionError("Permission denied")))
+
+
+def test_temp_name_pattern_matches_atomic_write_temp_files(tmp_path):
+    import tempfile
+
+    from fasterseg.utils.io import TEMP_NAME
+
+    fd, name = tempfile.mkstemp(prefix=".last.pt.", suffix=".tmp", dir=tmp_path)
+    os.close(fd)
+    assert TEMP_NAME.match(Path(name).name)
+    assert not TEMP_NAME.match(".notes.tmp") and not TEMP_NAME.match("last.pt")
