@@ -192,9 +192,11 @@ def resolve_resume_dir(resume: str | None, out: str | None, runs_root: str) -> P
 # Files a train or search run writes into its directory (``--force`` removes exactly these).
 RUN_FILES = ("last.pt", "best.pt", "best.json", "config.yaml", "env.json", "metrics.jsonl",
              "summary.csv", "arch_params.json", "search.png")
-RUN_DIRS = ("arch_history",)  # folders of our JSON files only
+# Folders a run writes, each removed only if every file in it is one of ours.
+RUN_DIRS = {"arch_history": lambda name: name.endswith(".json"),
+            "tensorboard": lambda name: name.startswith("events.out.tfevents.")}
 # What a run that stopped before its first checkpoint leaves: nothing worth keeping.
-_START_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.csv"}
+_START_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.csv", "tensorboard"}
 
 
 def stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
@@ -276,21 +278,21 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool = F
     entries = _contents(run_dir)
     if not entries:
         return notes
-    started = _never_saved(run_dir, entries)
-    if not (force or started):
+    unsaved = _never_saved(run_dir, entries)
+    if not (force or unsaved):
         return notes
     removed: list[str] = []
     for p in entries:
         if p.name in RUN_FILES and p.is_file():
             p.unlink()
             removed.append(p.name)
-        elif p.name in RUN_DIRS and p.is_dir() and all(q.suffix == ".json" for q in p.rglob("*")
-                                                       if q.is_file()):
+        elif p.name in RUN_DIRS and p.is_dir() and all(
+                RUN_DIRS[p.name](q.name) for q in p.rglob("*") if q.is_file()):
             shutil.rmtree(p)
             removed.append(p.name + "/")
     kept = len(entries) - len(removed)
     if removed:
-        why = "--force" if force and not started else "it never saved a checkpoint"
+        why = "--force" if force and not unsaved else "it never saved a checkpoint"
         notes.append(f"{why}: removed the previous run's {', '.join(removed)} from {run_dir}"
                      + (f" (kept {kept} other entries)" if kept else ""))
     return notes
