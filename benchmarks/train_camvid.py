@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The shared folder sits next to the checkout (../shared); FASTERSEG_SHARED or FASTERSEG_CAMVID move it.
+# the shared folder sits next to the checkout (../shared); FASTERSEG_SHARED / FASTERSEG_CAMVID
+# point elsewhere
 SHARED = Path(os.environ.get("FASTERSEG_SHARED") or REPO.parent / "shared")
 DEFAULT_ROOT = str(SHARED / "data" / "camvid")
 

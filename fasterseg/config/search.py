@@ -110,6 +110,7 @@ class SearchConfig:
     deterministic: bool = False
     save_every: int = 0  # also save last.pt every N iterations
     log_every: int = 20
+    tensorboard: bool = False  # also log the metrics records to RUN/tensorboard/ (extra)
     cost_warmup: int = 1
     cost_measure: int = 2
     collapse_window: int = 3  # epochs compared by the collapse warning

@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 10  # validate every N epochs, on epoch 1 and on the last (0 = never)
     eval_max_images: int | None = None  # validate on the first N val images only
     log_every: int = 50  # iteration records in metrics.jsonl every N iterations
+    tensorboard: bool = False  # also log the metrics records to RUN/tensorboard/ (extra)
     cost_warmup: int = 2  # iterations excluded from the cost estimate
     cost_measure: int = 3  # iterations timed for the cost estimate
     time_budget_min: float | None = None  # stop (save + validate) after this many minutes

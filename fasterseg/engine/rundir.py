@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from fasterseg.engine import tensorboard
 from fasterseg.utils.io import TEMP_NAME, atomic_write, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+    tensorboard.log(run_dir, record)  # no-op unless the run logs to TensorBoard
 
 
 def finite(obj: Any) -> Any:
@@ -146,6 +148,7 @@ def truncate_metrics(run_dir: str | os.PathLike, max_step: int) -> list[dict]:
     records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= max_step]
     text = "".join(json.dumps(finite(r)) + "\n" for r in records)
     write_text(Path(run_dir) / "metrics.jsonl", text)
+    tensorboard.truncate(run_dir, max_step)
     return records
 
 

@@ -31,7 +31,7 @@ from fasterseg.config.core import to_dict
 from fasterseg.config.train import TrainRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
-from fasterseg.engine import rundir
+from fasterseg.engine import rundir, tensorboard
 from fasterseg.engine import schedule as lr_schedule
 from fasterseg.engine.amp import autocast, resolve_amp
 from fasterseg.engine.cost import CostMeter, peak_memory_mb
@@ -121,6 +121,7 @@ def train(
     if tc.amp == "auto":
         logger.info("train.amp=auto -> %s on this %s", amp, device.type)
     try:
+        tensorboard.start(run_dir, tc.tensorboard and info.is_main)
         if tc.deterministic:
             set_deterministic(True)
         seed_everything(tc.seed)  # same seed on every rank: identical initial weights
@@ -434,6 +435,7 @@ def train(
                            last_loss=last_loss, best=best, last_eval=last_eval, cost=cost,
                            world_size=info.world_size, history=history)
     finally:
+        tensorboard.stop(run_dir)
         D.cleanup(info)
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -28,7 +28,7 @@ from fasterseg.config.core import to_dict
 from fasterseg.config.search import SearchRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
 from fasterseg.engine import distributed as D
-from fasterseg.engine import rundir
+from fasterseg.engine import rundir, tensorboard
 from fasterseg.engine.amp import resolve_amp
 from fasterseg.engine.cost import CostMeter
 from fasterseg.engine.search_monitor import (
@@ -101,10 +101,12 @@ def search(
     """
     info = D.init_from_env(device)
     try:
+        tensorboard.start(run_dir, cfg.search.tensorboard and info.is_main)
         run = _SearchRun(cfg, Path(run_dir), info, stage=stage, resume=resume, lut=lut,
                          progress=progress)
         return run.run(max_steps)
     finally:
+        tensorboard.stop(run_dir)
         D.cleanup(info)
 
 

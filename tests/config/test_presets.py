@@ -103,3 +103,16 @@ def test_cli_names_preset_from_empty_directory(elsewhere, capsys):
     rc = main(["pipeline", "-c", "configs/pipeline/nosuch.yaml", "--estimate-only"])
     assert rc != 0
     assert "demo_smoke" in capsys.readouterr().err
+
+
+def test_every_preset_is_declared_package_data():
+    """pyproject's package-data covers every file under fasterseg/configs (the wheel ships them;
+    `.ci/run` installs the wheel and runs the presets from an empty directory)."""
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = meta["tool"]["setuptools"]["package-data"]["fasterseg"]
+    pkg = REPO / "fasterseg"
+    shipped = {p for pat in patterns for p in pkg.glob(pat)}
+    presets = {p for p in (pkg / "configs").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert presets and presets <= shipped, sorted(str(p) for p in presets - shipped)

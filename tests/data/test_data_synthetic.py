@@ -3,7 +3,7 @@ import torch
 
 from fasterseg.config.data import DataConfig
 from fasterseg.data import build_dataset, generate_scene
-from fasterseg.data.synthetic import POLE, SIGN, SKY, ROAD, PERSON, CAR
+from fasterseg.data.synthetic import CAR, PERSON, POLE, ROAD, SIGN, SKY
 
 
 def test_deterministic_by_seed_split_index():
