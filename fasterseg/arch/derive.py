@@ -11,10 +11,17 @@ see :mod:`fasterseg.arch.official`):
   the layers l_1 < ... < l_J where it first reaches scale j by maximising the joint probability
   prod_j beta0[j](l_j) (paper footnote 2). Cells (j, j) have a single input and no beta, so they
   cannot be a chosen transition;
+* **minimum segment lengths** (``DeriveRules.min_seg``, on by default): a branch keeps at least
+  so many cells at each rate it passes through, the minimums the authors' derivation enforces
+  through its position ranges (facts section 7): a 1/16 branch >= 2 cells at 1/8 and >= 3 at
+  1/16, a 1/32 branch >= 3 at 1/8, >= 3 at 1/16 and >= 2 at 1/32. They bound the downsample
+  positions and the skip removal below, so the derived net keeps them. Minimums that do not fit
+  in L layers (tiny search spaces) are not applied to that branch, and the report says so;
 * **shallower nets**: stride-1 skips are removed (with their output width). Skips at downsample
   positions are replaced by the next-best operator, every maximal run of stride-1 cells at one
   rate keeps at least one real operator (its least likely skip is replaced), and at most
-  ``L - min_len`` skips go (the most likely ones; ``min_len`` defaults to round(L/3) + 2J);
+  ``L - min_len`` skips go (the most likely ones; ``min_len`` defaults to round(L/3) + 2J), none
+  that would take a rate below its minimum segment length;
 * **branch choice**: among the b-subsets of rates with a supernet score, maximise
   ``ACC x (LAT / T) ** w`` (MnasNet; w = -0.07 below and above T). LAT is the discrete latency of
   the candidate from a latency table or, without one, a MAC-count proxy;
@@ -41,6 +48,10 @@ from fasterseg.errors import UserError
 logger = logging.getLogger(__name__)
 
 Role = Literal["teacher", "student"]
+# Minimum segment lengths (cells per rate) of the authors' derivation, by branch depth: a 1/16
+# branch downsamples at row k in 1..L-4 (2..13 cells at 1/8, >= 3 at 1/16); a 1/32 branch at
+# i + 1 and j + 2 with 1 <= i <= j - 2, j <= L - 5 (>= 3 at 1/8, >= 3 at 1/16, >= 2 at 1/32).
+DEFAULT_MIN_SEG: tuple[tuple[int, ...], ...] = ((2, 3), (3, 3, 2))
 PAPER_TARGET_MS = 8.3  # paper appendix B, 1080Ti + TensorRT
 PUBLISHED_STUDENT_MS = 6.26  # the authors' LUT latency of the published student on that device
 
@@ -52,8 +63,19 @@ class DeriveRules:
     w_below: float = -0.07  # MnasNet exponent when LAT <= T (paper alpha)
     w_above: float = -0.07  # ... when LAT > T (paper beta)
     min_len: int | None = None  # None: round(L / 3) + 2 * (index of the branch's last scale)
+    # Minimum cells per rate of a branch, one entry per branch depth: an entry of n numbers is the
+    # branch through the first n rates (first number = cells at 1/8). The defaults are the
+    # authors' position ranges (facts section 7). () switches the rule off.
+    min_seg: tuple[tuple[int, ...], ...] = DEFAULT_MIN_SEG
     # the teacher's branch set: chosen from its own scores, or the student's set
     teacher_branches: Literal["own", "student"] = "own"
+
+
+def rules_dict(rules: DeriveRules) -> dict[str, Any]:
+    """The rules as plain JSON types (lists, not tuples), for reports and provenance."""
+    d = asdict(rules)
+    d["min_seg"] = [list(e) for e in rules.min_seg]
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,26 +100,68 @@ def default_min_len(num_layers: int, last_scale: int) -> int:
     return min(num_layers, round(num_layers / 3) + 2 * last_scale)
 
 
-def transition_layers(betas: Sequence[Any], last_scale: int, num_layers: int) -> tuple[int, ...]:
+def min_seg_for(rules: DeriveRules, last_scale: int) -> tuple[int, ...] | None:
+    """The minimum cells per rate of a branch ending at scale ``last_scale`` (None: no rule)."""
+    for entry in rules.min_seg:
+        if len(entry) == last_scale + 1:
+            return tuple(int(m) for m in entry)
+    return None
+
+
+def segment_lengths(path: Sequence[int], last_scale: int) -> list[int]:
+    """Cells at each scale 0..last_scale of a path (the downsampling cell counts at its input)."""
+    return [sum(1 for s in path if s == j) for j in range(last_scale + 1)]
+
+
+def min_seg_fits(min_seg: Sequence[int], num_layers: int) -> bool:
+    """Whether some downsample positions meet ``min_seg`` in ``num_layers`` layers.
+
+    Besides the total, the first transition can be no earlier than layer ``j + 1`` for scale j
+    (cell (j, j) has no beta), so every prefix needs room for that too.
+    """
+    if sum(min_seg) > num_layers:
+        return False
+    first = 0
+    for j, m in enumerate(min_seg[:-1], start=1):
+        first = max(first + m, j + 1)
+    return len(min_seg) == 1 or first + max(min_seg[-1], 1) <= num_layers
+
+
+def transition_layers(
+    betas: Sequence[Any],
+    last_scale: int,
+    num_layers: int,
+    min_seg: Sequence[int] | None = None,
+) -> tuple[int, ...]:
     """Layers ``l_1 < ... < l_J`` where the branch first reaches scales 1..J (``J = last_scale``).
 
     Maximises ``prod_j softmax(beta[j])[l_j - j - 1, 0]``; ties go to the earliest positions.
-    ``betas[j]`` are raw logits ``[L - j - 1, 2]`` (``betas[0]`` is ignored).
+    ``betas[j]`` are raw logits ``[L - j - 1, 2]`` (``betas[0]`` is ignored). ``min_seg``: at
+    least ``min_seg[j]`` layers at scale j (``l_1 >= m_0``, ``l_{j+1} - l_j >= m_j``,
+    ``L - l_J >= m_J``).
     """
     if last_scale == 0:
         return ()
+    if min_seg is not None and len(min_seg) != last_scale + 1:
+        raise UserError(f"min_seg for a branch through {last_scale + 1} rates needs "
+                        f"{last_scale + 1} numbers, got {list(min_seg)}")
     probs = {j: softmax(betas[j])[:, 0] for j in range(1, last_scale + 1)}
     best, best_layers = -1.0, None
     for layers in itertools.combinations(range(2, num_layers), last_scale):
         if any(layer < j + 2 for j, layer in enumerate(layers)):  # l_j >= j + 1 (1-based j)
             continue
+        if min_seg is not None:
+            bounds = (0, *layers, num_layers)
+            if any(b - a < m for a, b, m in zip(bounds, bounds[1:], min_seg)):
+                continue
         p = 1.0
         for j, layer in enumerate(layers, start=1):
             p *= probs[j][layer - j - 1]
         if p > best:
             best, best_layers = p, layers
     if best_layers is None:
-        raise UserError(f"{num_layers} layers are too few to reach scale {last_scale}")
+        need = f" with at least {list(min_seg)} cells per rate" if min_seg is not None else ""
+        raise UserError(f"{num_layers} layers are too few to reach scale {last_scale}{need}")
     return best_layers
 
 
@@ -106,9 +170,12 @@ def path_from_transitions(transitions: Sequence[int], num_layers: int) -> list[i
     return [sum(1 for t in transitions if t <= layer) for layer in range(num_layers)]
 
 
-def derive_path(betas: Sequence[Any], last_scale: int, num_layers: int) -> list[int]:
+def derive_path(
+    betas: Sequence[Any], last_scale: int, num_layers: int, min_seg: Sequence[int] | None = None
+) -> list[int]:
     """Per-layer scale index of the branch ending at ``last_scale`` (see module docstring)."""
-    return path_from_transitions(transition_layers(betas, last_scale, num_layers), num_layers)
+    layers = transition_layers(betas, last_scale, num_layers, min_seg)
+    return path_from_transitions(layers, num_layers)
 
 
 def derive_ratios(
@@ -157,15 +224,18 @@ def remove_skips(
     probs: Sequence[np.ndarray],
     skip_index: int | None,
     min_len: int,
+    min_seg: Sequence[int] | None = None,
 ) -> tuple[list[int], list[int], list[int], dict]:
     """Shallower net: drop stride-1 skips (see module docstring). Returns ops, path, ratios, info.
 
     ``out_ratios`` has one entry per cell (the last one is the head ratio and stays last).
+    ``min_seg[j]``: a skip at scale j is not removed when that would leave fewer cells at j.
     """
     L = len(ops)
     ops = list(ops)
     info: dict[str, list[int]] = {
-        "replaced_down": [], "replaced_segment": [], "replaced_min_len": [], "removed": []
+        "replaced_down": [], "replaced_segment": [], "replaced_min_len": [],
+        "replaced_min_seg": [], "removed": [],
     }
     if skip_index is None:
         return ops, list(path), list(out_ratios), info
@@ -190,10 +260,20 @@ def remove_skips(
     candidates = [i for i in range(L) if ops[i] == skip_index]
     candidates.sort(key=lambda i: -probs[i][skip_index])
     budget = max(L - min_len, 0)
-    removed = sorted(candidates[:budget])
-    for i in candidates[budget:]:
+    cells = {s: sum(1 for p in path if p == s) for s in set(path)}
+    removed = []
+    for i in candidates:  # the most likely first
+        s = path[i]
+        if len(removed) >= budget:
+            info["replaced_min_len"].append(i)
+        elif min_seg is not None and s < len(min_seg) and cells[s] - 1 < min_seg[s]:
+            info["replaced_min_seg"].append(i)
+        else:
+            removed.append(i)
+            cells[s] -= 1
+            continue
         ops[i] = _next_best(probs[i], skip_index)
-        info["replaced_min_len"].append(i)
+    removed.sort()
     info["removed"] = removed
     ratios = list(out_ratios)
     keep = [i for i in range(L) if i not in set(removed)]
@@ -222,13 +302,24 @@ def derive_branch(
     teacher = role == "teacher"
     head = space.teacher_head_ratio if teacher else space.student_head_ratio
     skip = space.operators.index("skip") if "skip" in space.operators else None
-    transitions = transition_layers(block["beta"], last_scale, L)
+    min_seg = min_seg_for(rules, last_scale)
+    note = None
+    if min_seg is not None and not min_seg_fits(min_seg, L):
+        note = (f"minimum segment lengths {','.join(map(str, min_seg))} do not fit in {L} layers: "
+                "not applied to this branch")
+        logger.info("%s branch 1/%d: %s", role, space.rates[last_scale], note)
+        min_seg = None
+    transitions = transition_layers(block["beta"], last_scale, L, min_seg)
     path = path_from_transitions(transitions, L)
     ops, probs = derive_ops(block["alpha"], path, skip, allow_skip=not teacher)
     ratios = derive_ratios(None if teacher else block.get("gamma"), path, space.ratios, head)
     min_len = rules.min_len if rules.min_len is not None else default_min_len(L, last_scale)
-    ops, path, ratios, info = remove_skips(ops, path, ratios, probs, skip, min_len)
-    info.update(transitions=list(transitions), min_len=min_len)
+    ops, path, ratios, info = remove_skips(ops, path, ratios, probs, skip, min_len, min_seg)
+    info.update(transitions=list(transitions), min_len=min_len,
+                min_seg=None if min_seg is None else list(min_seg),
+                segments=segment_lengths(path, last_scale))
+    if note:
+        info["min_seg_note"] = note
     return Branch(space.rates[last_scale], branch_cells(ops, path, ratios, space)), info
 
 
@@ -372,9 +463,10 @@ def derive_from_params(
     b = b if b is not None else space.num_branches
     if not 1 <= b <= len(space.rates):
         raise UserError(f"--branches must be between 1 and {len(space.rates)}, got {b}")
+    _check_min_seg(rules.min_seg)
 
     table = load_lut(lut)
-    report: dict[str, Any] = {"rules": asdict(rules), "num_branches": b, "source": src,
+    report: dict[str, Any] = {"rules": rules_dict(rules), "num_branches": b, "source": src,
                               "epoch": params.get("epoch"), "stage": params.get("stage")}
     if latency_fn is not None:
         lat_fn, kind, unit = latency_fn, "custom", "ms"
@@ -429,7 +521,8 @@ def derive_from_params(
             "role": role,
             "epoch": params.get("epoch"),
             "stage": params.get("stage"),
-            "rules": {**asdict(rules), "num_branches": b, "target": target, "latency_kind": kind},
+            "rules": {**rules_dict(rules), "num_branches": b, "target": target,
+                      "latency_kind": kind},
             "branch_scores": {r["key"]: r.get("miou") for r in rows if "key" in r},
             "candidates": rows,
             "latency": {"kind": kind, "unit": unit, "value": lat},
@@ -442,6 +535,21 @@ def derive_from_params(
         report[role] = {"branches": list(rates), "candidates": rows, "latency": lat,
                         "paths": {str(k): v for k, v in infos.items()}}
     return archs["teacher"], archs["student"], report
+
+
+def _check_min_seg(min_seg: Sequence[Sequence[int]]) -> None:
+    """Entries of 2 or more whole numbers >= 0, one per branch depth (entries deeper than the
+    space's rates are unused: the defaults stay valid for a two-rate space)."""
+    lengths = [len(e) for e in min_seg]
+    for e in min_seg:
+        if len(e) < 2 or any(int(m) != m or m < 0 for m in e):
+            raise UserError(
+                f"min_seg entry {list(e)}: 2 or more numbers >= 0 (cells per rate of the branch "
+                "through that many rates)"
+            )
+    if len(set(lengths)) != len(lengths):
+        entries = [list(e) for e in min_seg]
+        raise UserError(f"min_seg has two entries for the same branch: {entries}")
 
 
 def _cached(fn: Callable[[Arch], float]) -> Callable[[Arch], float]:

@@ -11,9 +11,14 @@ published teacher and student, :func:`derive_official` reproduces that derivatio
 * the single-downsample (1/16) branch picks ``downs[k] = 1`` for the beta row ``k`` (rows 1..L-4)
   with the largest "from down" probability, one layer earlier than the supernet wiring says;
 * the 1/32 branch maximises ``beta1[i][0] * beta2[j][0]`` over ``j <= L-5``, ``1 <= i <= j-2``;
-* skip pruning with ``min_len = round(L/3) + 2 * last``, at most ``L - min_len`` skips removed
-  (the most probable), one real op kept per all-skip segment, other skips replaced by the
-  next-best op; alphas are modified in place across the three calls;
+* skip pruning with ``min_len = round(L/3) + 2 * last``: the stride-1 skips and the at most
+  ``L - min_len`` most probable of them (to be removed) are listed first; then every segment
+  that starts after a downsample (to the next downsample or the end) that is all skips gets its
+  least probable skip replaced (never the segment before the first downsample, never on the
+  1/8-only branch), and such a fixed position keeps its removal slot, so one fewer skip is
+  removed; all other skips take the next-best op. Alphas are modified in place across the three
+  calls. ``tests/arch/test_derive_compat_property.py`` checks this against an independent
+  statement of the rules over random parameters;
 * the branch set is ``{8,32}`` or ``{16,32}`` by ``miou * (latency / 8.3) ** -0.07`` with the
   scalars stored in the file (the same in both files, so the teacher follows the student).
 
@@ -176,7 +181,7 @@ def _compat_path(betas: list, last: int, num_layers: int) -> list[int]:
         best, pair = -math.inf, None
         for j in range(0, L - 4):
             for i in range(1, j - 1):
-                v = float(betas[0][i][0]) * float(betas[1][j][0])
+                v = float(betas[0][i][0] * betas[1][j][0])  # a float32 product, as theirs
                 if v > best:
                     best, pair = v, (i, j)
         if pair is None:
@@ -223,27 +228,29 @@ def _compat_ops(
     ops = [int(row(layer).argmax()) for layer in range(L)]
     is_down = [layer < L - 1 and path[layer + 1] > path[layer] for layer in range(L)]
 
-    def prob_skip(layer: int) -> float:
-        return float(torch.softmax(row(layer), dim=-1)[0])
+    # skip probabilities as the rows stand now (a row fixed below is never asked again)
+    p_skip = [float(torch.softmax(row(layer), dim=-1)[0]) for layer in range(L)]
+    prob_skip = p_skip.__getitem__
 
-    # Segments of stride-1 positions between downsample positions (and to the end).
-    segments, cur = [], []
-    for layer in range(L):
-        if is_down[layer]:
-            segments.append(cur)
-            cur = []
-        else:
-            cur.append(layer)
-    segments.append(cur)
-    for seg in segments:
-        if seg and all(ops[p] == 0 for p in seg):
-            weakest = min(seg, key=prob_skip)
-            row(weakest)[0] = -inf
-            ops[weakest] = int(row(weakest).argmax())
+    # The candidate list and its removal budget are fixed first, from the current argmax and skip
+    # probabilities; the "all skips" fix below does not update them, so a position it fixes can
+    # still hold one of the L - min_len removal slots (it is then kept as a real op, and one
+    # fewer skip is removed).
     candidates = [p for p in range(L) if ops[p] == 0 and not is_down[p]]
     min_len = round(L / 3) + 2 * last
     removed = sorted(candidates, key=prob_skip, reverse=True)[: max(L - min_len, 0)]
-    for p in range(L):
+    # "Not all skips": only segments that start after a downsample position (up to the next
+    # downsample or the end) are checked; the segment before the first downsample, and the
+    # whole 1/8-only branch, are not.
+    downs = [p for p in range(L) if is_down[p]]
+    for start, end in zip(downs, downs[1:] + [L]):
+        seg = list(range(start + 1, end))
+        if seg and all(p in candidates for p in seg):
+            weakest = min(seg, key=prob_skip)
+            row(weakest)[0] = -inf
+            ops[weakest] = int(row(weakest).argmax())
+    removed = [p for p in removed if ops[p] == 0]
+    for p in range(L):  # every other skip (stride-2 ones included) takes the next-best op
         if ops[p] == 0 and p not in removed:
             row(p)[0] = -inf
             ops[p] = int(row(p).argmax())

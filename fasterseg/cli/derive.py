@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   fasterseg derive runs/search/tiny              # writes teacher.json, student.json (+ .png)
   fasterseg derive runs/search/tiny -o archs/ --lut lut.json --target-ms 12
   fasterseg derive runs/search/tiny --branches 1 --json
+  fasterseg derive runs/search/tiny --min-seg 4,3,2     # >= 4 cells at 1/8 on the 1/32 branch
+  fasterseg derive runs/search/tiny --min-seg 0         # no minimum segment lengths
   fasterseg derive --from-official arch_0.pt arch_1.pt -o archs/official
   fasterseg derive --from-official arch_1.pt --to-params official_params.json
 
@@ -51,6 +53,11 @@ def register(subparsers, parents) -> None:
                    help="number of branches b (default: the space's)")
     p.add_argument("--min-len", type=int, metavar="N",
                    help="minimum cells per branch when removing skips (default round(L/3) + 2J)")
+    p.add_argument("--min-seg", action="append", metavar="N,N[,N]",
+                   help="minimum cells per rate of a branch, first number = cells at 1/8; the "
+                   "count of numbers picks the branch (2: the 1/16 branch, 3: the 1/32 branch); "
+                   "repeat for both; 0 switches the rule off (default: 2,3 and 3,3,2, the "
+                   "authors' minimums)")
     p.add_argument("--teacher-branches", choices=("own", "student"), default="own",
                    help="teacher's branch set: chosen from its own scores, or the student's")
     p.add_argument("--compat", choices=("official",),
@@ -143,8 +150,69 @@ def _run_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_branch_scores(params: dict, b: int | None, path: Path) -> None:
+    """Refuse, saying why, a run without the supernet scores the branch choice needs.
+
+    `fasterseg search` with ``search.eval_every=0`` never validates the branch combinations, so
+    ``branch_scores`` stays empty; derive can then only keep every branch (a single candidate).
+    """
+    from math import comb
+
+    from fasterseg.arch.archparams import space_from_params
+
+    space = space_from_params(params)
+    n = len(space.rates)
+    b = space.num_branches if b is None else b
+    if not 1 <= b < n:  # out of range: derive says so; b == n: one candidate, no choice needed
+        return
+    role = "student" if params.get("student") is not None else "teacher"
+    if (params.get("branch_scores") or {}).get(role):
+        return
+    raise UserError(
+        f"{path} has no branch scores for the {role} (branch_scores is empty: the search never "
+        f"validated its branch combinations, as with search.eval_every=0), so derive cannot "
+        f"choose {b} of the {n} branches ({comb(n, b)} candidates); rerun the search with "
+        f"--set search.eval_every=1, or keep every branch with --branches {n}"
+    )
+
+
+def parse_min_seg(values: list[str] | None) -> tuple[tuple[int, ...], ...]:
+    """``--min-seg`` values -> ``DeriveRules.min_seg`` (given entries replace the defaults of
+    the same length; ``0`` alone switches the rule off)."""
+    from fasterseg.arch.derive import DEFAULT_MIN_SEG
+
+    if not values:
+        return DEFAULT_MIN_SEG
+    if [v.strip() for v in values] == ["0"]:
+        return ()
+    given: dict[int, tuple[int, ...]] = {}
+    for v in values:
+        try:
+            entry = tuple(int(x) for x in v.split(","))
+        except ValueError:
+            entry = ()
+        if len(entry) < 2 or min(entry) < 0:
+            raise UserError(
+                f"--min-seg {v!r}: give cells per rate as 2 or 3 numbers >= 0 separated by commas "
+                "(2,3 for the 1/16 branch, 3,3,2 for the 1/32 branch), or 0 to switch it off"
+            )
+        if len(entry) in given:
+            raise UserError(f"--min-seg given twice for branches through {len(entry)} rates")
+        given[len(entry)] = entry
+    defaults = {len(e): e for e in DEFAULT_MIN_SEG}
+    return tuple(sorted({**defaults, **given}.values(), key=len))
+
+
+def _describe_min_seg(min_seg: tuple[tuple[int, ...], ...], rates: list[int]) -> str:
+    if not min_seg:
+        return "off"
+    parts = [f"{','.join(map(str, e))} (1/{rates[len(e) - 1]} branch)" for e in min_seg
+             if len(e) <= len(rates)]
+    return "; ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
-    from fasterseg.arch.archparams import FILENAME, load_archparams
+    from fasterseg.arch.archparams import FILENAME, load_archparams, space_from_params
     from fasterseg.arch.derive import DeriveRules, derive_from_params
     from fasterseg.cli.common import emit_json
     from fasterseg.utils.io import write_json
@@ -159,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
         )
     src = Path(args.run_dir)
     params = load_archparams(src)
+    if args.compat is None:
+        _require_branch_scores(params, args.branches, src / FILENAME if src.is_dir() else src)
     run_dir = src if src.is_dir() else src.parent
     out = Path(args.out) if args.out else run_dir
     lut = args.lut
@@ -170,7 +240,17 @@ def run(args: argparse.Namespace) -> int:
                            params["lut"])
     if args.min_len is not None and args.min_len < 1:
         raise UserError(f"--min-len must be >= 1, got {args.min_len}")
-    rules = DeriveRules(min_len=args.min_len, teacher_branches=args.teacher_branches)
+    if args.compat and (args.min_seg or args.min_len is not None):
+        raise UserError("--min-seg and --min-len do not apply with --compat official (the "
+                        "authors' derivation has its own fixed ranges)")
+    min_seg = parse_min_seg(args.min_seg)
+    rates = space_from_params(params).rates
+    deep = [v for v in args.min_seg or [] if len(v.split(",")) > len(rates)]
+    if deep:
+        raise UserError(f"--min-seg {deep[0]}: the search space has {len(rates)} rates, so a "
+                        f"branch passes through at most {len(rates)}")
+    rules = DeriveRules(min_len=args.min_len, min_seg=min_seg,
+                        teacher_branches=args.teacher_branches)
     teacher, student, report = derive_from_params(
         params, lut=lut, target_ms=args.target_ms, b=args.branches, rules=rules,
         compat=args.compat, source=str(src),
@@ -182,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
         kinds = {"lut": f"latency table {lut}", "mac_proxy": "MAC-count proxy (no latency table)"}
         kind = kinds.get(lat["kind"], lat["kind"])
         print(f"LAT: {kind}; target T = {lat['target']:.4g} {lat['unit']} ({lat['target_note']})")
+    if args.compat is None:
+        print(f"minimum cells per rate: {_describe_min_seg(min_seg, rates)}")
     print()
     result: dict = {"teacher": None, "student": None}
     for role, arch in (("teacher", teacher), ("student", student)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,11 +10,14 @@ import pytest
 
 from fasterseg.arch.archparams import gamma_rows, make_archparams, validate_archparams
 from fasterseg.arch.derive import (
+    DEFAULT_MIN_SEG,
     DeriveRules,
     derive_from_params,
     derive_path,
+    min_seg_fits,
     objective,
     remove_skips,
+    segment_lengths,
     transition_layers,
 )
 from fasterseg.arch.schema import Arch
@@ -333,3 +337,149 @@ def test_table_missing_a_role_falls_back_to_the_mac_proxy():
     _, s, rep = derive_from_params(params_for(space, role, scores=scores), lut=empty, target_ms=5.0)
     assert any("MAC proxy" in w for w in rep["warnings"])
     assert s is not None and rep["student"]["latency"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimum segment lengths (issue 11, item 1).
+
+
+def _degenerate_32_betas(L: int = 16) -> dict:
+    """beta1 prefers layer 7 and beta2 layer 8: without minimums, 1 cell at 1/16."""
+    role = blank_role(SearchSpaceConfig(num_layers=L))
+    set_down(role, 7, 1, 4.0)  # p0 ~ 0.98
+    set_down(role, 4, 1, 2.0)  # p0 ~ 0.88
+    set_down(role, 8, 2, 4.0)  # p0 ~ 0.98
+    set_down(role, 10, 2, 2.5)  # p0 ~ 0.92
+    return role
+
+
+def test_min_seg_bounds_the_downsample_positions():
+    role = _degenerate_32_betas()
+    assert transition_layers(role["beta"], 2, 16) == (7, 8)  # 7 cells at 1/8, 1 at 1/16, 8 at 1/32
+    # >= 3 cells at 1/8, >= 3 at 1/16, >= 2 at 1/32: the best allowed pair is (7, 10)
+    assert transition_layers(role["beta"], 2, 16, (3, 3, 2)) == (7, 10)
+    path = derive_path(role["beta"], 2, 16, (3, 3, 2))
+    assert segment_lengths(path, 2) == [7, 3, 6]
+    # the 1/32 segment minimum: beta2's favourite last layer is out of reach with >= 2 at 1/32
+    role["beta"][2][:, 0] = 0.0
+    set_down(role, 15, 2, 6.0)
+    set_down(role, 14, 2, 1.0)
+    assert transition_layers(role["beta"], 2, 16) == (7, 15)
+    assert transition_layers(role["beta"], 2, 16, (3, 3, 2)) == (7, 14)
+    with pytest.raises(UserError, match="numbers"):
+        transition_layers(role["beta"], 2, 16, (3, 3))
+
+
+def test_min_seg_fits():
+    assert min_seg_fits((3, 3, 2), 8) and not min_seg_fits((3, 3, 2), 7)
+    assert min_seg_fits((2, 3), 5) and not min_seg_fits((2, 3), 4)
+    assert not min_seg_fits((0, 1, 1), 3)  # cell (1, 1) has no beta: the earliest 1/16 layer is 2
+    assert min_seg_fits((0, 1, 1), 4)
+
+
+def test_skip_removal_keeps_the_minimum_cells_per_rate():
+    # 1/8: cells 0-3 (cell 3 downsamples), 1/16: cells 4-7, three of them likely skips
+    ops = [1, 1, 1, 1, 0, 0, 0, 1]
+    path = [0] * 4 + [1] * 4
+    probs = _probs(ops, [0.1, 0.1, 0.1, 0.1, 0.9, 0.8, 0.7, 0.1])
+    ratios = [4] * 7 + [8]
+    _, new_path, _, info = remove_skips(ops, path, ratios, probs, 0, min_len=1)
+    assert info["removed"] == [4, 5, 6] and new_path == [0] * 4 + [1]
+    _, new_path, _, info = remove_skips(ops, path, ratios, probs, 0, min_len=1, min_seg=(3, 3))
+    assert info["removed"] == [4]  # the most likely skip goes; two more would leave < 3 cells
+    assert info["replaced_min_seg"] == [5, 6]
+    assert new_path == [0] * 4 + [1] * 3
+
+
+def _skippy_student(L: int = 16) -> dict:
+    """Skip is the favourite op everywhere, beta wants a 1-cell 1/16 segment."""
+    space = SearchSpaceConfig(num_layers=L)
+    role = _degenerate_32_betas(L)
+    all_ops(role, space, "conv_x2")
+    for j in range(3):
+        role["alpha"][j][:, OP["skip"]] = 2 * HIGH
+    role["gamma"] = blank_role(space)["gamma"]
+    return role
+
+
+def test_default_rules_keep_the_minimum_segments_and_record_them():
+    space = SearchSpaceConfig()
+    scores = {"student": {"8,32": {"miou": 0.1}, "16,32": {"miou": 0.9}}}
+    params = params_for(space, _skippy_student(), scores=scores)
+    assert DeriveRules().min_seg == DEFAULT_MIN_SEG == ((2, 3), (3, 3, 2))
+    _, s, rep = derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0)
+    b32, b16 = s.branches
+    assert (b32.output_rate, b16.output_rate) == (32, 16)
+    for branch, mins in ((b32, (3, 3, 2)), (b16, (2, 3))):
+        per_rate = [sum(1 for c in branch.cells if c.rate == r) for r in (8, 16, 32)]
+        assert all(n >= m for n, m in zip(per_rate, mins)), (per_rate, mins)
+    assert rep["student"]["paths"]["32"]["min_seg"] == [3, 3, 2]
+    assert rep["student"]["paths"]["32"]["segments"] >= [3, 3, 2]
+    assert s.provenance["rules"]["min_seg"] == [[2, 3], [3, 3, 2]]
+    loaded = Arch.from_dict(json.loads(json.dumps(s.to_dict())))  # JSON-safe provenance
+    assert loaded.provenance["rules"]["min_seg"] == [[2, 3], [3, 3, 2]]
+    # the rule off: the 1/16 segment of the 1/32 branch shrinks to one (downsampling) cell
+    _, off, rep_off = derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0,
+                                         rules=DeriveRules(min_seg=()))
+    assert [sum(1 for c in off.branches[0].cells if c.rate == 16)] == [1]
+    assert rep_off["student"]["paths"]["32"]["min_seg"] is None
+    assert off.provenance["rules"]["min_seg"] == []
+
+
+def test_min_seg_that_does_not_fit_is_not_applied_and_said():
+    space = tiny_space(6)  # 3 + 3 + 2 > 6 layers
+    role = blank_role(space)
+    all_ops(role, space, "conv")
+    scores = {"student": {"16,32": {"miou": 0.5}, "8,32": {"miou": 0.1}, "8,16": {"miou": 0.1}}}
+    _, s, rep = derive_from_params(params_for(space, role, scores=scores),
+                                   latency_fn=lambda a: 1.0, target_ms=1.0)
+    assert "do not fit in 6 layers" in rep["student"]["paths"]["32"]["min_seg_note"]
+    assert rep["student"]["paths"]["32"]["min_seg"] is None
+    assert rep["student"]["paths"]["16"]["min_seg"] == [2, 3]  # 2 + 3 <= 6: applied
+
+
+def test_min_seg_validation():
+    space = tiny_space(8)
+    role = blank_role(space)
+    params = params_for(space, role, scores={"student": {"16,32": {"miou": 0.5}}})
+    for bad in (((3,),), ((2, -1),), ((2, 3), (1, 4))):
+        with pytest.raises(UserError, match="min_seg"):
+            derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0,
+                               rules=DeriveRules(min_seg=bad))
+
+
+def test_cli_min_seg_parsing():
+    from fasterseg.cli.derive import parse_min_seg
+
+    assert parse_min_seg(None) == DEFAULT_MIN_SEG
+    assert parse_min_seg(["0"]) == ()
+    assert parse_min_seg(["4,3,2"]) == ((2, 3), (4, 3, 2))
+    assert parse_min_seg(["3,4", "3,3,3"]) == ((3, 4), (3, 3, 3))
+    for bad in (["3"], ["a,b"], ["2,-1"], ["2,3", "3,3"], ["0", "2,3"]):
+        with pytest.raises(UserError, match="--min-seg"):
+            parse_min_seg(bad)
+
+
+def test_cli_min_seg_reaches_the_provenance(tmp_path, capsys):
+    from fasterseg.arch.archparams import write_archparams
+    from fasterseg.arch.schema import load_arch
+    from fasterseg.cli.main import main
+
+    space = tiny_space(8)
+    role = blank_role(space)
+    all_ops(role, space, "conv")
+    scores = {"student": {"16,32": {"miou": 0.5}, "8,32": {"miou": 0.1}, "8,16": {"miou": 0.1}}}
+    run = tmp_path / "run"
+    write_archparams(run / "arch_params.json", params_for(space, role, scores=scores))
+    assert main(["derive", str(run), "--no-diagram", "--target-ms", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "minimum cells per rate: 2,3 (1/16 branch); 3,3,2 (1/32 branch)" in out
+    prov = load_arch(run / "student.json").provenance
+    assert prov["rules"]["min_seg"] == [[2, 3], [3, 3, 2]]
+    other = tmp_path / "o"
+    assert main(["derive", str(run), "--no-diagram", "--min-seg", "0", "-o", str(other)]) == 0
+    assert "minimum cells per rate: off" in capsys.readouterr().out
+    assert load_arch(other / "student.json").provenance["rules"]["min_seg"] == []
+    assert main(["derive", str(run), "--no-diagram", "--min-seg", "3"]) == 1
+    assert main(["derive", str(run), "--no-diagram", "--min-seg", "3,3,2,1"]) == 1  # 3 rates
+    assert main(["derive", str(run), "--compat", "official", "--min-seg", "3,3,2"]) == 1

@@ -72,9 +72,38 @@ def test_official_to_params_roundtrip_in_compat_mode(tmp_path):
     for role, arch in (("teacher", teacher), ("student", student)):
         published = load_arch(published_arch_path(f"fasterseg_{role}"))
         assert arch.branches == published.branches
-    # the default rules (wiring-consistent paths, no quirks) are a different derivation
-    _, clean, _ = derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0)
-    assert clean.branches != student.branches
+
+
+def _cells_per_rate(branch) -> list[int]:
+    return [sum(1 for c in branch.cells if c.rate == r) for r in (8, 16, 32)]
+
+
+@needs_files
+def test_default_rules_on_the_authors_params():
+    """Issue 11: the default rules (wiring-consistent paths, minimum segment lengths) give the
+    published student from the authors' parameters; without the minimums they do not."""
+    from fasterseg.arch.derive import DeriveRules, derive_from_params
+
+    raws = {"teacher": load_official(OFFICIAL / "arch_0.pt"),
+            "student": load_official(OFFICIAL / "arch_1.pt")}
+    params = official_to_params(raws)
+    teacher, student, _ = derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0)
+    published = {r: load_arch(published_arch_path(f"fasterseg_{r}")) for r in raws}
+    assert [b.output_rate for b in student.branches] == [32, 16]
+    assert _cells_per_rate(student.branches[0]) >= [3, 3, 2]
+    assert _cells_per_rate(student.branches[0]) == [4, 4, 2]
+    assert _cells_per_rate(student.branches[1])[:2] == [6, 3]
+    assert student.branches == published["student"].branches  # paper Table 7, exactly
+    assert student.provenance["rules"]["min_seg"] == [[2, 3], [3, 3, 2]]
+    # the teacher: same 1/32 branch; the 1/16 branch downsamples one layer later than the
+    # authors' off-by-one (beta row k belongs to layer k + 2)
+    assert teacher.branches[0] == published["teacher"].branches[0]
+    assert _cells_per_rate(teacher.branches[1]) == [6, 10, 0]
+    assert _cells_per_rate(published["teacher"].branches[1]) == [5, 11, 0]
+    # without minimum segment lengths: the degenerate 1/32 branch of issue 11
+    _, loose, _ = derive_from_params(params, latency_fn=lambda a: 1.0, target_ms=1.0,
+                                     rules=DeriveRules(min_seg=()))
+    assert _cells_per_rate(loose.branches[0]) == [7, 1, 1]
 
 
 @needs_files
