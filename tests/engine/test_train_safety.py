@@ -344,8 +344,6 @@ def test_all_void_validation_writes_null_not_nan(tmp_path, caplog):
     OSError(errno.ENOSPC, "No space left on device"),
 ])
 def test_full_disk_during_checkpoint_write_is_one_clear_line(tmp_path, monkeypatch, capsys, error):
-    real = torch.save
-
     def full(obj, f, *a, **k):
         f.write(b"partial")
         raise error
