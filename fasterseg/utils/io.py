@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 from fasterseg.errors import UserError
 
-
 # atomic_write's temp files: ".<target name>.<8 random chars from mkstemp>.tmp" in the target folder
 TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 # what torch's zip writer raises when a write comes up short (a full disk, a quota)
