@@ -7,6 +7,11 @@ head that aggregates the branches. Each cell names its operator, its input rate,
 head's ratio. Branches that begin with identical cells share them (computed once, one module);
 the file lists every branch in full so it reads on its own.
 
+Every number is bounded (``LIMITS``): the paper's space (16 layers, ratios 4..12, 19 classes)
+with a generous margin, so a typo such as ``"ratio": 2000`` or a runaway generator is refused in
+one line that names the field and the allowed range, instead of allocating gigabytes or failing
+deep inside torch. JSON's non-standard ``NaN``/``Infinity`` are refused anywhere in the file.
+
 Example (one branch, two cells)::
 
     {"schema": "fasterseg.arch/1", "name": "tiny", "num_classes": 19,
@@ -20,6 +25,7 @@ Example (one branch, two cells)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +36,20 @@ from fasterseg.errors import UserError
 
 SCHEMA_ID = "fasterseg.arch/1"
 RATES = (8, 16, 32)
+
+# Allowed ranges (inclusive). The paper's space: L = 16 cells per branch, ratios {4..12}, stem and
+# head ratio 12 (teacher), 19 classes; 3x the cells and 2x the widths are allowed (the largest
+# such net has ~0.5 G parameters). num_classes stops at 254: labels are 8-bit, 255 = ignore.
+LIMITS: dict[str, tuple[int, int]] = {
+    "num_classes": (1, 254),
+    "stem_ratio": (1, 24),
+    "head_ratio": (1, 24),
+    "ratio": (1, 24),  # cell output expansion ratio chi
+    "cells": (1, 48),  # cells per branch
+    "name": (1, 128),  # characters
+}
+MAX_PROVENANCE_CHARS = 1 << 20  # provenance is free-form, but not a place for megabytes
+MAX_FILE_BYTES = 4 << 20
 
 
 class ArchError(UserError):
@@ -89,6 +109,7 @@ class Arch:
         return n
 
     def with_num_classes(self, num_classes: int) -> "Arch":
+        _check_range("num_classes", num_classes, *LIMITS["num_classes"])
         return Arch(self.name, num_classes, self.stem_ratio, self.head_ratio, self.branches,
                     dict(self.provenance))
 
@@ -134,13 +155,67 @@ class Arch:
         return load_arch(path)
 
 
-def _int(d: dict, key: str, where: str, minimum: int = 1) -> int:
+def _short(v: Any) -> str:
+    """``repr`` of a bad value, cut so that a huge number or string stays on one short line."""
+    try:
+        r = repr(v)
+    except ValueError:  # an int too long to print (Python's 4300-digit limit)
+        return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
+    return r if len(r) <= 40 else f"{r[:20]}...{r[-8:]} ({len(r)} characters)"
+
+
+def _check_range(field: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ArchError(f"architecture: {field} must be an integer in {lo}..{hi}, got {_short(v)}")
+    return v
+
+
+def _int(d: dict, key: str, where: str, minimum: int = 1, maximum: int | None = None) -> int:
     if key not in d:
         raise ArchError(f"architecture: missing field {where}{key}")
     v = d[key]
+    if maximum is not None:
+        return _check_range(f"{where}{key}", v, minimum, maximum)
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ArchError(f"architecture: {where}{key} must be an integer >= {minimum}, got {v!r}")
+        raise ArchError(
+            f"architecture: {where}{key} must be an integer >= {minimum}, got {_short(v)}"
+        )
     return v
+
+
+def _non_finite(obj: Any, where: str) -> str | None:
+    """Path of the first NaN/inf float inside ``obj`` (None when all numbers are finite)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]")
+        if found:
+            return found
+    return None
+
+
+def _check_provenance(provenance: Any) -> dict:
+    if not isinstance(provenance, dict):
+        raise ArchError("architecture: provenance must be an object")
+    bad = _non_finite(provenance, "provenance")
+    if bad:
+        raise ArchError(f"architecture: {bad} is not a finite number (JSON has no NaN/Infinity)")
+    try:
+        size = len(json.dumps(provenance))
+    except (TypeError, ValueError) as e:
+        raise ArchError(f"architecture: provenance must hold plain JSON values ({e})") from None
+    if size > MAX_PROVENANCE_CHARS:
+        raise ArchError(
+            f"architecture: provenance is {size} characters as JSON; at most "
+            f"{MAX_PROVENANCE_CHARS} are allowed"
+        )
+    return provenance
 
 
 def _parse(d: Any) -> Arch:
@@ -156,14 +231,16 @@ def _parse(d: Any) -> Arch:
     if extra:
         raise ArchError(f"architecture: unknown field {extra[0]} (fields: {', '.join(sorted(known))})")
     name = d.get("name", "custom")
-    if not isinstance(name, str) or not name:
-        raise ArchError(f"architecture: name must be a non-empty string, got {name!r}")
-    num_classes = _int(d, "num_classes", "")
-    stem_ratio = _int(d, "stem_ratio", "")
-    head_ratio = _int(d, "head_ratio", "")
-    provenance = d.get("provenance", {})
-    if not isinstance(provenance, dict):
-        raise ArchError("architecture: provenance must be an object")
+    lo, hi = LIMITS["name"]
+    if not isinstance(name, str) or not lo <= len(name) <= hi or not name.isprintable():
+        raise ArchError(
+            f"architecture: name must be a printable string of {lo}..{hi} characters, "
+            f"got {_short(name)}"
+        )
+    num_classes = _int(d, "num_classes", "", *LIMITS["num_classes"])
+    stem_ratio = _int(d, "stem_ratio", "", *LIMITS["stem_ratio"])
+    head_ratio = _int(d, "head_ratio", "", *LIMITS["head_ratio"])
+    provenance = _check_provenance(d.get("provenance", {}))
     raw_branches = d.get("branches")
     if not isinstance(raw_branches, list) or not raw_branches:
         raise ArchError("architecture: branches must be a non-empty list")
@@ -177,12 +254,17 @@ def _parse(d: Any) -> Arch:
         extra = sorted(set(rb) - {"output_rate", "cells"})
         if extra:
             raise ArchError(f"architecture: unknown field {where}{extra[0]}")
-        out_rate = _int(rb, "output_rate", where)
+        out_rate = _int(rb, "output_rate", where, RATES[0], RATES[-1])
         if out_rate not in RATES:
             raise ArchError(f"architecture: {where}output_rate must be one of {RATES}, got {out_rate}")
         raw_cells = rb.get("cells")
         if not isinstance(raw_cells, list) or not raw_cells:
             raise ArchError(f"architecture: {where}cells must be a non-empty list")
+        lo, hi = LIMITS["cells"]
+        if not lo <= len(raw_cells) <= hi:
+            raise ArchError(
+                f"architecture: {where}cells must hold {lo}..{hi} cells, got {len(raw_cells)}"
+            )
         cells = []
         rate = 8
         for ci, rc in enumerate(raw_cells):
@@ -195,15 +277,15 @@ def _parse(d: Any) -> Arch:
             op = rc.get("op")
             if op not in OPERATORS:
                 raise ArchError(f"architecture: {cw}op must be one of {', '.join(OPERATORS)}, got {op!r}")
-            cell_rate = _int(rc, "rate", cw)
+            cell_rate = _int(rc, "rate", cw, RATES[0], RATES[-1])
             if cell_rate != rate:
                 raise ArchError(
                     f"architecture: {cw}rate is {cell_rate} but the previous cell outputs rate {rate}"
                 )
-            stride = _int(rc, "stride", cw)
+            stride = _int(rc, "stride", cw, 1, 2)
             if stride not in (1, 2):
                 raise ArchError(f"architecture: {cw}stride must be 1 or 2, got {stride}")
-            ratio = _int(rc, "ratio", cw)
+            ratio = _int(rc, "ratio", cw, *LIMITS["ratio"])
             cell = Cell(op, cell_rate, stride, ratio)
             if cell.out_rate > RATES[-1]:
                 raise ArchError(f"architecture: {cw}stride 2 would go beyond rate {RATES[-1]}")
@@ -230,10 +312,24 @@ def load_arch(path: str | Path) -> Arch:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"architecture file not found: {p}")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ArchError(
+            f"architecture: {p} is {size / 2**20:.1f} MiB; an architecture file is at most "
+            f"{MAX_FILE_BYTES >> 20} MiB (a few KB is usual)"
+        )
+
+    def no_constant(token: str) -> Any:
+        raise ArchError(f"architecture: {p} contains {token}, which is not a JSON number")
+
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(), parse_constant=no_constant)
     except json.JSONDecodeError as e:
         raise ArchError(f"architecture: {p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ArchError(f"architecture: {p} is not valid JSON ({type(e).__name__})") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ArchError(f"architecture: {p} holds an unreadable value ({str(e)[:80]})") from None
     try:
         return _parse(data)
     except ArchError as e:

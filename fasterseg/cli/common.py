@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 import sys
-from typing import Any
 
 from fasterseg.errors import UserError
 
@@ -54,20 +51,12 @@ def interrupted(run_dir, command: str, main: bool = True) -> int:
     return 130
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def emit_json(obj: dict) -> None:
     """Print ``obj`` as a single JSON line (NaN/inf become null so any parser accepts it)."""
+    from fasterseg.utils.io import json_dumps
+
     sys.stdout.flush()
-    print(json.dumps(_finite(obj), default=str), flush=True)
+    print(json_dumps(obj, default=str), flush=True)
 
 
 def format_count(n: float, unit: str = "") -> str:

@@ -36,8 +36,10 @@ def register(subparsers, parents) -> None:
         help="report missing partners, corrupt files, bad label values, class frequencies",
         description="Pair every image with its label and report missing partners, size "
         "mismatches, unreadable files, label values outside the classes and ignore value, "
-        "sizes not divisible by 32 (informational), counts per split and per-class pixel "
-        "frequencies. Exit 0 when clean, 1 when there are problems.",
+        "splits whose labels are all void/ignore (no pixel of any class), sizes not divisible "
+        "by 32 (informational), counts per split and per-class pixel frequencies. Single "
+        "all-void label files are warnings. Exit 0 when clean (warnings allowed), 1 when there "
+        "are problems.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -145,11 +145,12 @@ def _human(seconds: float) -> str:
 
 
 def run_check(args) -> int:
-    from fasterseg.latency.check import check_table, plot_check
+    from fasterseg.latency.check import check_table, ensure_measurable, plot_check
     from fasterseg.latency.table import LatencyTable
 
     table = LatencyTable.load(args.lut)
     m = table.meta
+    ensure_measurable(table, source=args.lut)
     table.check_compatible(device=m.get("device", "cpu"), source=args.lut)
     print(f"checking {args.lut}: {args.samples} random {args.role} networks at "
           f"{m['input_size'][0]}x{m['input_size'][1]} [{m.get('backend')}, {m.get('dtype')}, "

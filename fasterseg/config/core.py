@@ -22,17 +22,33 @@ T = TypeVar("T")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping; a missing file or bad YAML is a ``UserError``."""
+    """Read a YAML mapping; a missing, empty or bad file is a ``UserError``.
+
+    An empty file (or one with only comments, or ``{}``) is refused rather than read as "all
+    defaults": the defaults are the paper's full-scale settings, so a config that was truncated
+    or not yet written would silently start hours of Cityscapes-size training.
+    """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"config {p} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config {p} is not a text (UTF-8) YAML file") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+        raise UserError(f"config {p} holds an unreadable value ({str(e)[:80]})") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise UserError(f"config {p} must be a mapping at the top level")
     base = data.pop("_base_", None)
+    if not data and not base:
+        raise UserError(
+            f"config {p} is empty: it would run the paper's full-scale defaults; write the "
+            "settings you want, or use a preset such as synthetic_tiny"
+        )
     if base:
         parent = load_yaml(p.parent / base)
         data = _merge(parent, data)

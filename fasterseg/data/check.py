@@ -2,8 +2,11 @@
 
 Problems (the check fails): missing partners (image without label, label without image),
 unreadable or corrupt files, image/label size mismatches, label values that are neither a class
-nor the ignore value, empty splits. Information only: images whose size is not divisible by 32
-(the network pads them), splits shipped without labels, counts and per-class pixel frequencies.
+nor the ignore value, empty splits, and a split whose labels hold no pixel of any class (every
+pixel void/ignore: training on it sees a loss of 0 and evaluation has no mIoU). Warnings (the
+check still passes): single label files with no valid pixel. Information only: images whose size
+is not divisible by 32 (the network pads them), splits shipped without labels, counts and
+per-class pixel frequencies.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_KINDS = (
     "empty_split", "missing_label", "missing_image", "unreadable", "size_mismatch",
-    "bad_label_values",
+    "bad_label_values", "all_void_split",
 )  # fmt: skip
+WARNING_KINDS = ("all_void",)
 
 
 def _check_pair(item, preset: str, spec, num_classes: int) -> dict:
@@ -98,6 +102,7 @@ def check_dataset(
             raise UserError(f"{preset}: no split found under {root} (expected {layout})")
     nc = label_set.num_classes
     problems: list[dict] = []
+    warnings: list[dict] = []
     notes: list[str] = []
     split_info: dict[str, dict] = {}
     counts = np.zeros(nc + 1, np.int64)
@@ -110,8 +115,8 @@ def check_dataset(
         except ValueError:
             return str(p)
 
-    def add(split, kind, path, detail):
-        problems.append({"split": split, "kind": kind, "file": rel(Path(path)), "detail": detail})
+    def add(split, kind, path, detail, to=problems):
+        to.append({"split": split, "kind": kind, "file": rel(Path(path)), "detail": detail})
 
     for split in splits:
         disc = presets.discover(preset, root, split, spec)
@@ -132,6 +137,8 @@ def check_dataset(
         fn = functools.partial(_check_pair, preset=preset, spec=spec, num_classes=nc)
         results = _map(fn, items, workers, progress, desc=f"check {split}")
         info["pairs"] = sum(1 for _, lab in items if lab is not None)
+        void: list[Path] = []  # labels read fine whose every pixel is void/ignore
+        read = 0
         for res in results:
             for kind, path, detail in res["problems"]:
                 add(split, kind, path, detail)
@@ -142,6 +149,17 @@ def check_dataset(
                     not32.append(rel(res["image"]))
             if "counts" in res:
                 counts += res["counts"]
+                read += 1
+                if not res["counts"][:nc].any():
+                    void.append(res["label"])
+        if read and len(void) == read:
+            add(split, "all_void_split", disc.label_dir,
+                f"none of its {read} labels has a pixel of any of the {nc} classes (every pixel is "
+                f"void/ignore {IGNORE_INDEX}): training would see a loss of 0, evaluation no mIoU")
+        else:
+            detail = f"every pixel is void/ignore ({IGNORE_INDEX}): this label teaches nothing"
+            for lab in void:
+                add(split, "all_void", lab, detail, to=warnings)
     total = int(counts[:nc].sum())
     report = {
         "preset": preset,
@@ -151,6 +169,8 @@ def check_dataset(
         "labels": sum(s["labels"] for s in split_info.values()),
         "problems": problems,
         "problem_counts": dict(Counter(p["kind"] for p in problems)),
+        "warnings": warnings,
+        "warning_counts": dict(Counter(w["kind"] for w in warnings)),
         "class_names": list(label_set.class_names),
         "class_pixels": {n: int(c) for n, c in zip(label_set.class_names, counts[:nc])},
         "class_frequency": {
@@ -205,17 +225,29 @@ def format_report(report: dict, max_rows: int = 50) -> str:
         all_px = total + report["ignore_pixels"]
         share = 100.0 * report["ignore_pixels"] / all_px
         lines.append(f"  {'(ignore)':<16}{share:7.2f}% of all pixels")
+    warns = report.get("warnings", [])
+    if warns:
+        counts = ", ".join(f"{k} {v}" for k, v in report["warning_counts"].items())
+        lines.append(f"WARNINGS: {len(warns)} ({counts})")
+        lines += _table(warns, max_rows)
     probs = report["problems"]
     if not probs:
-        lines.append("OK: no problems found")
+        extra = f" ({len(warns)} warning(s) above)" if warns else ""
+        lines.append(f"OK: no problems found{extra}")
         return "\n".join(lines)
     counts = ", ".join(f"{k} {v}" for k, v in report["problem_counts"].items())
     lines.append(f"PROBLEMS: {len(probs)} ({counts})")
-    wk = max(len("kind"), *(len(p["kind"]) for p in probs[:max_rows]))
-    ws = max(len("split"), *(len(p["split"]) for p in probs[:max_rows]))
-    lines.append(f"  {'kind':<{wk}}  {'split':<{ws}}  file: detail")
-    for p in probs[:max_rows]:
-        lines.append(f"  {p['kind']:<{wk}}  {p['split']:<{ws}}  {p['file']}: {p['detail']}")
-    if len(probs) > max_rows:
-        lines.append(f"  ... and {len(probs) - max_rows} more (use --json for the full list)")
+    lines += _table(probs, max_rows)
     return "\n".join(lines)
+
+
+def _table(rows: list[dict], max_rows: int) -> list[str]:
+    """``kind  split  file: detail`` rows, at most ``max_rows`` of them."""
+    wk = max(len("kind"), *(len(p["kind"]) for p in rows[:max_rows]))
+    ws = max(len("split"), *(len(p["split"]) for p in rows[:max_rows]))
+    lines = [f"  {'kind':<{wk}}  {'split':<{ws}}  file: detail"]
+    for p in rows[:max_rows]:
+        lines.append(f"  {p['kind']:<{wk}}  {p['split']:<{ws}}  {p['file']}: {p['detail']}")
+    if len(rows) > max_rows:
+        lines.append(f"  ... and {len(rows) - max_rows} more (use --json for the full list)")
+    return lines

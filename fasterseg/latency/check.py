@@ -85,6 +85,46 @@ def table_space(table: LatencyTable) -> SearchSpaceConfig:
     return from_dict(SearchSpaceConfig, space, "meta.space")
 
 
+def ensure_measurable(table: LatencyTable, source: str = "latency table") -> None:
+    """Refuse (one line) a table whose device or back end this machine cannot time.
+
+    ``latency check`` re-times whole networks with the table's own settings, so a CUDA table
+    can only be checked on a machine with that GPU, a TensorRT table only with TensorRT.
+    """
+    import torch
+
+    m = table.meta
+    device = str(m.get("device", "cpu"))
+    where = f"{source} was measured on {device}"
+    if m.get("device_name"):
+        where += f" ({m['device_name']})"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"{source}: meta.device {device!r} is not a torch device") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UserError(f"{where}; this machine has no CUDA device, so it cannot be checked "
+                            "here: run `fasterseg latency check` on the machine it was built on")
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"{where}; this machine has {n} CUDA device(s), so {device} does not "
+                            "exist here: run the check on the machine it was built on")
+    elif dev.type != "cpu":
+        raise UserError(f"{where}; `latency check` times on cpu or cuda only")
+    backend = m.get("backend", "torch")
+    if backend == "tensorrt":
+        try:
+            import tensorrt  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            raise UserError(f"{source} was measured with backend tensorrt, which is not "
+                            "installed here (pip install tensorrt)") from None
+    size = m.get("input_size")
+    if not size:
+        raise UserError(f"{source}: meta.input_size is missing (build it with "
+                        "`fasterseg latency build`)")
+
+
 def check_table(
     table: LatencyTable,
     samples: int = 30,
@@ -104,6 +144,7 @@ def check_table(
 
     if samples < 2:
         raise UserError("--samples must be >= 2 to compute a correlation")
+    ensure_measurable(table)
     m = table.meta
     space = table_space(table)
     size = tuple(m["input_size"])

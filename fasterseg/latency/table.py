@@ -8,10 +8,14 @@ File format (JSON, ``"schema": "fasterseg.latency/1"``)::
               "warmup": 10, "reps": 30, "versions": {...}, "date": "...", "space": {...}},
      "entries": {"conv/H32xW64/Cin32/Cout32/s1": 0.123, ...}}
 
+Every entry must be a finite number of milliseconds >= 0: a NaN, infinite or negative entry
+(hand edits, a broken measurement) is refused on load with one line naming the entry, since it
+would turn every latency estimate into ``nan`` or reward the search for using that block.
+
 A table is only valid for the hardware and software it was measured with: loading it for another
-device or backend logs a warning. A key that is not in the table is an error that names the
-nearest keys; nothing is ever measured silently on the fly (the authors' code did, and re-saved
-the file as a side effect).
+device or backend logs a warning (``check_table_matches`` returns the mismatches). A key that is
+not in the table is an error that names the nearest keys; nothing is ever measured silently on
+the fly (the authors' code did, and re-saved the file as a side effect).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -106,14 +111,22 @@ class LatencyTable:
         entries, meta = data.get("entries", {}), data.get("meta", {})
         if not isinstance(entries, dict) or not isinstance(meta, dict):
             raise UserError(f"{source}: 'entries' and 'meta' must be JSON objects")
-        bad = [
-            k for k, v in entries.items() if isinstance(v, bool) or not isinstance(v, (int, float))
-        ]
-        if bad:
-            raise UserError(f"{source}: entry {bad[0]!r} is not a number of milliseconds")
+        for k, v in entries.items():
+            _check_ms(v, f"{source}: entry {k!r}")
+        size = meta.get("input_size")
+        if size is not None and not (
+            isinstance(size, list) and len(size) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size)
+        ):  # fmt: skip
+            raise UserError(f"{source}: meta.input_size must be [H, W] (positive integers), "
+                            f"got {size!r}")
         table = cls(entries, meta)
         pending = data.get("pending", {})
         if isinstance(pending, dict):
+            for k, v in pending.items():
+                if isinstance(v, list):
+                    for x in v:
+                        _check_ms(x, f"{source}: pending timing of {k!r}")
             table.pending = {
                 str(k): [float(x) for x in v] for k, v in pending.items() if isinstance(v, list)
             }
@@ -140,6 +153,8 @@ class LatencyTable:
             data = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"latency table {p} is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+            raise UserError(f"latency table {p} holds an unreadable value ({str(e)[:80]})") from None
         table = cls.from_dict(data, source=str(p))
         table.check_compatible(
             device=device, backend=backend, dtype=dtype, threads=threads, source=str(p)
@@ -155,25 +170,56 @@ class LatencyTable:
         source: str = "latency table",
     ) -> list[str]:
         """Log a warning per mismatching setting; returns the mismatch messages."""
-        issues = []
-        m = self.meta
-        if device is not None:
-            from fasterseg.latency.backends import device_name
-
-            want_type = str(device).split(":")[0]
-            have_type = str(m.get("device", "?")).split(":")[0]
-            if want_type != have_type:
-                issues.append(f"measured on device {have_type!r}, used for {want_type!r}")
-            else:
-                here = device_name(device)
-                if m.get("device_name") and m["device_name"] != here:
-                    issues.append(f"measured on {m['device_name']!r}, this machine has {here!r}")
-        for name, want in (("backend", backend), ("dtype", dtype), ("threads", threads)):
-            if want is not None and m.get(name) is not None and m.get(name) != want:
-                issues.append(f"measured with {name} {m.get(name)!r}, used with {want!r}")
+        issues = check_table_matches(self, device, backend, dtype, threads)
         for msg in issues:
             logger.warning("%s: %s; its latencies may not apply here", source, msg)
         return issues
+
+
+def _check_ms(v: Any, what: str) -> None:
+    """A latency in milliseconds must be a finite number >= 0 (``what`` names it in the error)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise UserError(f"{what} is {v!r}, not a number of milliseconds")
+    if not math.isfinite(v) or v < 0:
+        raise UserError(f"{what} is {v!r} ms; latencies must be finite and >= 0 (rebuild the "
+                        "table with `fasterseg latency build`, or fix or delete that entry)")
+
+
+def check_table_matches(
+    table: LatencyTable,
+    device: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """Mismatches between how ``table`` was measured and the run that is about to use it.
+
+    Returns one short message per mismatching setting (empty when everything matches or is
+    unknown); logs nothing, so the caller decides whether to warn or refuse. ``None`` skips a
+    setting. ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) is compared by type, then by the
+    physical device name recorded in the table (a CPU table from another host, another GPU
+    model). Example message: ``"measured on device 'cuda', used for 'cpu'"``.
+    """
+    issues: list[str] = []
+    m = table.meta
+    if device is not None:
+        from fasterseg.latency.backends import device_name
+
+        want_type = str(device).split(":")[0]
+        have_type = str(m.get("device", "?")).split(":")[0]
+        if want_type != have_type:
+            issues.append(f"measured on device {have_type!r}, used for {want_type!r}")
+        else:
+            try:
+                here = device_name(device)
+            except (AssertionError, RuntimeError, ValueError):  # no CUDA here: no name to compare
+                here = None
+            if here and m.get("device_name") and m["device_name"] != here:
+                issues.append(f"measured on {m['device_name']!r}, this machine has {here!r}")
+    for name, want in (("backend", backend), ("dtype", dtype), ("threads", threads)):
+        if want is not None and m.get(name) is not None and m.get(name) != want:
+            issues.append(f"measured with {name} {m.get(name)!r}, used with {want!r}")
+    return issues
 
 
 def load_table(path: str | Path, **expect: Any) -> LatencyTable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -64,9 +65,37 @@ def _disk_full_message(e: BaseException, path: Path) -> str | None:
     return None
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float replaced by ``None`` (recursively; tuples become lists).
+
+    JSON has no NaN or Infinity: Python writes them as bare ``NaN`` tokens that strict parsers
+    (``jq``, browsers, other languages) reject, so a diverged metric would make the whole file
+    unreadable. ``null`` keeps it valid and says "no value".
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any, **kw: Any) -> str:
+    """Strict ``json.dumps``: non-finite floats become ``null``, never ``NaN``/``Infinity``.
+
+    A ``default=`` converter (e.g. ``float`` for numpy scalars) is made safe the same way.
+    """
+    default = kw.pop("default", None)
+    if default is not None:
+        kw["default"] = lambda o: json_safe(default(o))
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """Atomically write ``obj`` as JSON."""
-    return atomic_write(path, lambda f: (json.dump(obj, f, indent=indent), f.write("\n")))
+    """Atomically write ``obj`` as strict JSON (NaN/inf become ``null``, see ``json_safe``)."""
+    text = json_dumps(obj, indent=indent) + "\n"  # serialise first: a failure writes nothing
+    return atomic_write(path, lambda f: f.write(text))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
