@@ -53,3 +53,17 @@ def test_write_json_failure_leaves_no_file(tmp_path):
 def test_emit_json_is_strict(capsys):
     emit_json(NASTY)
     assert strict_loads(capsys.readouterr().out.strip()) == CLEAN
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from fasterseg.utils.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
