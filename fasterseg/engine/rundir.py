@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -27,7 +26,7 @@ from typing import Any, Iterable
 import yaml
 
 from fasterseg.engine import tensorboard
-from fasterseg.utils.io import TEMP_NAME, atomic_write, write_json, write_text
+from fasterseg.utils.io import TEMP_NAME, atomic_write, json_dumps, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -111,23 +110,12 @@ def write_env(run_dir: str | os.PathLike, device: Any = None, extra: dict | None
 def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
     """Append one JSON line to ``metrics.jsonl`` (flushed and fsynced; NaN/inf become null)."""
     path = Path(run_dir) / "metrics.jsonl"
-    line = json.dumps(finite(record), default=lambda o: finite(float(o)), allow_nan=False)
+    line = json_dumps(record, default=float)  # strict: NaN/inf become null
     with open(path, "a") as f:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
     tensorboard.log(run_dir, record)  # no-op unless the run logs to TensorBoard
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats replaced by None: strict JSON, "no value" instead of NaN."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -146,7 +134,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 def truncate_metrics(run_dir: str | os.PathLike, max_step: int) -> list[dict]:
     """Keep only records with ``step <= max_step`` (resume after a kill); returns them."""
     records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= max_step]
-    text = "".join(json.dumps(finite(r)) + "\n" for r in records)
+    text = "".join(json_dumps(r) + "\n" for r in records)
     write_text(Path(run_dir) / "metrics.jsonl", text)
     tensorboard.truncate(run_dir, max_step)
     return records
