@@ -27,7 +27,8 @@ def register(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model",
-                   help="published name (fasterseg_student), architecture JSON or checkpoint .pt")
+                   help="published name (fasterseg_student), architecture JSON, checkpoint .pt "
+                   "or run directory")
     p.add_argument("--size", type=parse_size, default=(1024, 2048),
                    help="input HxW (default 1024x2048)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -72,8 +73,9 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from fasterseg.bench.runner import BenchSettings, benchmark, load_bench_model, model_complexity
+    from fasterseg.bench.runner import BenchSettings, benchmark, model_complexity
     from fasterseg.cli.common import resolve_device
+    from fasterseg.engine.checkpoint import load_model
     from fasterseg.models import check_input_size
 
     if args.seconds <= 0:
@@ -98,7 +100,7 @@ def run(args) -> int:
         from fasterseg.bench.tuning import tune_malloc
 
         tune_malloc()
-    model, info = load_bench_model(args.model, args.num_classes)
+    model, info = load_model(args.model, num_classes=args.num_classes, device="cpu")
     settings = BenchSettings(size=tuple(args.size), device=str(device), backend=args.backend,
                              dtype=args.dtype, channels_last=args.channels_last,
                              fuse_bn=args.fuse_bn,

@@ -26,7 +26,7 @@ def register(sub, parents) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model name, architecture JSON or checkpoint .pt")
+    p.add_argument("model", help="model name, architecture JSON, checkpoint .pt or run directory")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
     p.add_argument("--num-classes", type=int, default=None)
@@ -37,13 +37,13 @@ def register(sub, parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fasterseg.engine.checkpoint import load_model
     from fasterseg.export.onnx import export_onnx, verify_onnx
-    from fasterseg.models import load_model
     from fasterseg.models.network import check_input_size
 
     h, w = args.size
     check_input_size(h, w)
-    model, info = load_model(args.model, args.num_classes)
+    model, info = load_model(args.model, num_classes=args.num_classes)
     path = export_onnx(model, args.output, (h, w), opset=args.opset)
     size_mb = path.stat().st_size / 2**20
     print(f"wrote {path} ({size_mb:.1f} MiB, opset {args.opset}, input 1x3x{h}x{w}, "

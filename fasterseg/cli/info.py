@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   fasterseg info fasterseg_student
   fasterseg info fasterseg_teacher --size 512x1024 --json
   fasterseg info runs/derive/student.json --num-classes 11
+  fasterseg info runs/quick                     # a run directory: its best.pt (else last.pt)
 """
 
 
@@ -24,7 +25,7 @@ def register(sub, parents) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model name (see --list), architecture JSON or checkpoint .pt")
+    p.add_argument("model", help="model name, architecture JSON, checkpoint .pt or run directory")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
     p.add_argument("--num-classes", type=int, default=None, help="override the number of classes")
     p.add_argument("--cells", action="store_true", help="also list every cell")
@@ -33,13 +34,13 @@ def register(sub, parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fasterseg.models import load_model
+    from fasterseg.engine.checkpoint import load_model
     from fasterseg.models.network import check_input_size
     from fasterseg.utils.complexity import count_complexity
 
     h, w = args.size
     check_input_size(h, w)
-    model, _ = load_model(args.model, args.num_classes)
+    model, _ = load_model(args.model, num_classes=args.num_classes)
     stats = count_complexity(model, (h, w))
     arch = model.arch
     out_shape = [1, model.num_classes, h, w]

@@ -102,20 +102,28 @@ def _check_plain(obj: Any, where: str) -> None:
     raise TypeError(f"{where}: {type(obj).__name__} cannot be loaded with weights_only=True")
 
 
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Load with ``weights_only=True``; a missing or foreign file is a ``UserError``."""
-    p = Path(path)
+def _resolve_checkpoint_file(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory's ``best.pt`` (else ``last.pt``)."""
+    p = Path(path).expanduser()
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise UserError(f"no best.pt or last.pt in run directory {p}")
+                return p / name
+        raise UserError(f"no best.pt or last.pt in run directory {p}")
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint file or a run directory's ``best.pt`` (else ``last.pt``).
+
+    Always ``weights_only=True`` (no pickled code runs); a missing, corrupt or foreign file is a
+    one-line ``UserError``.
+    """
+    p = _resolve_checkpoint_file(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, pickled objects, not a torch file
@@ -145,55 +153,113 @@ def load_resume_state(run_dir: Path, command: str | None = None) -> dict[str, An
 
 
 # ---------------------------------------------------------------- model from name / arch / ckpt
-def _is_checkpoint_path(spec: str) -> bool:
-    p = Path(spec)
-    return p.suffix in {".pt", ".pth", ".ckpt"} or p.is_dir()
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def _is_checkpoint_path(spec: str | os.PathLike) -> bool:
+    """True for a checkpoint file or a run directory; False for a model name or an arch JSON.
+
+    A ``.pt``/``.pth``/``.ckpt`` path (existing or not, so a typo says "checkpoint not found"), a
+    directory, or an existing file that is not ``.json`` counts as a checkpoint.
+    """
+    from fasterseg.models import list_models
+
+    s = str(spec)
+    if s in list_models():
+        return False
+    p = Path(s).expanduser()
+    if p.suffix.lower() in CHECKPOINT_SUFFIXES or p.is_dir():
+        return True
+    return p.is_file() and p.suffix.lower() != ".json"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:  # "Error(s) in loading state_dict ...:" then the real reason
+        if ln.startswith(("size mismatch", "Missing key", "Unexpected key")):
+            return ln
+    return lines[0] if lines else type(e).__name__
 
 
 def load_model(
-    spec: str, *, num_classes: int | None = None, device: str | torch.device = "cpu"
+    spec: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build a model from a checkpoint, a model name or an arch JSON (random weights).
+    """The one model loader of every command: checkpoint, run directory, model name or arch JSON.
 
-    Returns (model in eval mode on ``device``, info) where info has ``num_classes``, ``label_set``
-    (dict or None), ``config`` (dict or None), ``source`` ('checkpoint'|'random') and ``path``.
-    A class-count mismatch with ``num_classes`` is a ``UserError``.
+    ``spec`` is a checkpoint (``.pt``; trained weights), a run directory (its ``best.pt``, else
+    ``last.pt``), a published model name (``fasterseg_student``) or an architecture JSON (random
+    weights). Returns (model in eval mode on ``device``, info) where info has ``source`` and
+    ``weights`` (both 'checkpoint' or 'random'), ``path`` (``spec``), ``checkpoint`` (the file
+    loaded, or None), ``num_classes``, ``label_set`` and ``config`` (dicts or None), ``epoch``,
+    ``metric``. A checkpoint whose class count differs from ``num_classes`` is refused; names and
+    JSON files are built with ``num_classes`` (default: the architecture's own). Every failure is
+    a one-line ``UserError``.
     """
     from fasterseg.models import build_model, create_model
 
-    info: dict[str, Any] = {"label_set": None, "config": None, "path": spec}
+    spec = str(spec)
+    info: dict[str, Any] = {"label_set": None, "config": None, "path": spec, "checkpoint": None,
+                            "epoch": None, "metric": None}
+    if num_classes is not None and int(num_classes) < 1:
+        raise UserError(f"the number of classes must be >= 1, got {num_classes}")
     if _is_checkpoint_path(spec):
-        ckpt = load_checkpoint(spec)
+        file = _resolve_checkpoint_file(spec)
+        ckpt = load_checkpoint(file)
         if "arch" not in ckpt:
-            raise UserError(f"checkpoint {spec} has no stored architecture ('arch')")
-        n = int(ckpt.get("num_classes") or 0) or None
+            kind = str(ckpt.get("kind") or "")
+            if kind == "fasterseg-search":
+                raise UserError(
+                    f"{file} is a search checkpoint (the supernet), not a network: derive one with "
+                    f"`fasterseg derive RUN` and train it, or pass a train checkpoint"
+                )
+            raise UserError(f"checkpoint {file} has no stored architecture ('arch')")
+        if not isinstance(ckpt.get("model"), dict):
+            raise UserError(f"checkpoint {file} has no model weights ('model')")
+        arch_n = ckpt["arch"].get("num_classes") if isinstance(ckpt["arch"], dict) else None
+        try:
+            n = int(ckpt.get("num_classes") or arch_n or 0) or None
+        except (TypeError, ValueError):
+            raise UserError(f"checkpoint {file} has an invalid 'num_classes'") from None
         if num_classes is not None and n is not None and n != num_classes:
             names = (ckpt.get("label_set") or {}).get("name", "?")
             raise UserError(
-                f"checkpoint {spec} predicts {n} classes ({names}) but the data has {num_classes}"
+                f"checkpoint {file} predicts {n} classes ({names}) but {num_classes} are expected "
+                "(from the data or --num-classes)"
             )
         try:
             model = build_model(ckpt["arch"], num_classes=n)
-        except UserError:
-            raise
+        except UserError as e:
+            raise UserError(f"cannot rebuild the architecture stored in {file}: {e}") from None
         except Exception as e:
-            raise UserError(f"cannot rebuild the architecture stored in {spec}: {e}") from None
-        state = ckpt["model"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # aux heads exist only in train mode; anything else missing is a real mismatch
-        bad = [k for k in missing if "aux" not in k]
-        if bad:
-            raise UserError(f"checkpoint {spec} does not match its architecture: missing {bad[:3]}")
-        if unexpected:
-            logger.debug("ignored %d unexpected keys (e.g. %s)", len(unexpected), unexpected[0])
-        info.update(num_classes=n or num_classes, label_set=ckpt.get("label_set"),
-                    config=ckpt.get("config"), source="checkpoint", epoch=ckpt.get("epoch"),
-                    metric=ckpt.get("metric"))
+            raise UserError(
+                f"cannot rebuild the architecture stored in {file}: {_first_line(e)}"
+            ) from None
+        try:
+            missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        except Exception as e:  # shape mismatches, non-tensor entries
+            raise UserError(
+                f"checkpoint {file} does not match its architecture: {_first_line(e)}"
+            ) from None
+        # auxiliary heads run in training only: a checkpoint saved without them still predicts
+        bad = [k for k in missing if not k.startswith("aux_heads.")]
+        if bad or unexpected:
+            what = (f"missing {len(bad)} weights, e.g. {bad[0]}" if bad
+                    else f"{len(unexpected)} unknown weights, e.g. {unexpected[0]}")
+            raise UserError(f"checkpoint {file} does not match its architecture: {what}")
+        info.update(num_classes=model.num_classes, label_set=ckpt.get("label_set"),
+                    config=ckpt.get("config"), source="checkpoint", checkpoint=str(file),
+                    epoch=ckpt.get("epoch"), metric=ckpt.get("metric"),
+                    class_names=ckpt.get("class_names"))
     else:
-        if Path(spec).suffix == ".json" and not Path(spec).is_file():
+        if Path(spec).suffix.lower() == ".json" and not Path(spec).expanduser().is_file():
             raise UserError(f"architecture file not found: {spec}")
-        model = create_model(spec, num_classes=num_classes or 19)
-        info.update(num_classes=num_classes or 19, source="random")
+        model = create_model(spec, num_classes=num_classes)
+        info.update(num_classes=model.num_classes, source="random")
+    info["weights"] = info["source"]
     model.to(device).eval()
     return model, info
 

@@ -1,10 +1,11 @@
 """Whole-image inference for any image size: pad to /32, flip, multi-scale and sliding window.
 
-The derived network only accepts sizes divisible by 32 (its 1/32 branch), while real images are
-e.g. 360x480 (CamVid) or 720x1280 (BDD). We pad right/bottom with zeros (the mean colour after
-normalisation), run, and crop back, so the prediction lines up pixel for pixel with the input.
-``window`` bounds memory: a large (or up-scaled) image is processed in overlapping tiles, so a
-big image never has to fit through the network at once.
+The derived network only accepts sizes divisible by 32 (its 1/32 branch) and at least 64x64,
+while real images are e.g. 360x480 (CamVid), 720x1280 (BDD) or a 20x400 strip. We pad
+right/bottom with zeros (the mean colour after normalisation), run, and crop back, so the
+prediction lines up pixel for pixel with the input. ``window`` bounds memory: a large (or
+up-scaled) image is processed in overlapping tiles, so a big image never has to fit through the
+network at once.
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ import torch
 import torch.nn.functional as F
 
 STRIDE = 32
+# the smallest input the network runs on (fasterseg.models.network.MIN_SIZE): its zoomed
+# convolutions halve the 1/32 features, which needs at least 2 pixels there
+MIN_SIZE = 2 * STRIDE
 
 
 def pad_to_multiple(
-    x: torch.Tensor, multiple: int = STRIDE, value: float = 0.0
+    x: torch.Tensor, multiple: int = STRIDE, value: float = 0.0, min_size: int = 0
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad ``x`` [..., H, W] right/bottom to multiples of ``multiple``; returns (padded, (H, W))."""
+    """Pad ``x`` [..., H, W] right/bottom to multiples of ``multiple`` of at least ``min_size``.
+
+    Returns (padded, (H, W)) with the original size, to crop the result back.
+    """
     h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
+    ph = max((multiple - h % multiple) % multiple, min_size - h)
+    pw = max((multiple - w % multiple) % multiple, min_size - w)
+    ph += (multiple - (h + ph) % multiple) % multiple
+    pw += (multiple - (w + pw) % multiple) % multiple
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), value=value)
     return x, (h, w)
@@ -38,8 +47,9 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _forward_padded(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities for a [1,3,H,W] batch of any size (padded to /32, cropped back)."""
-    xp, (h, w) = pad_to_multiple(x)
+    """Softmax probabilities for a [1,3,H,W] batch of any size (padded to /32 and to at least
+    64x64, cropped back)."""
+    xp, (h, w) = pad_to_multiple(x, min_size=MIN_SIZE)
     return _forward(model, xp).float().softmax(1)[..., :h, :w]
 
 

@@ -94,6 +94,15 @@ class PredictionWriter:
         rel = Path(*parts) if parts else Path(f"{self.count:06d}")
         return self.out / sub / rel.with_name(rel.name + ".png")
 
+    def subdirs(self) -> list[Path]:
+        """The folders this writer writes into (``out/labels``, ``out/color``, ``out/overlay``)."""
+        subs = ["labels"] + (["color"] if self.color else []) + (["overlay"] if self.overlay else [])
+        return [self.out / s for s in subs]
+
+    def paths(self, name: str) -> list[Path]:
+        """Every file ``self(name, ...)`` writes (for checks before anything is written)."""
+        return [self._path(d.name, name) for d in self.subdirs()]
+
     def __call__(self, name: str, pred: np.ndarray, image: torch.Tensor | None = None) -> None:
         ids = pred.astype(np.uint8)
         if self.lut is not None:

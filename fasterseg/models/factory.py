@@ -53,31 +53,11 @@ def fasterseg_teacher(num_classes: int = 19, **kw: Any) -> FasterSegNet:
 
 
 def load_model(spec: str | Path, num_classes: int | None = None, device: Any = "cpu"):
-    """Name, architecture JSON or checkpoint (``.pt`` with ``arch`` and ``model``) -> (model, info).
+    """Name, architecture JSON, checkpoint or run directory -> (model, info).
 
-    A checkpoint restores its weights; names and JSON files give fresh weights (handy for
-    benchmarking and export before training).
+    The same loader as every command's: ``fasterseg.engine.checkpoint.load_model`` (kept here so
+    ``from fasterseg.models import load_model`` goes on working). The model is in eval mode.
     """
-    import torch
+    from fasterseg.engine.checkpoint import load_model as _load_model
 
-    s = str(spec)
-    info: dict[str, Any] = {"source": s, "weights": "random"}
-    if s.endswith((".pt", ".pth")):
-        p = Path(s)
-        if not p.is_file():
-            raise UserError(f"checkpoint not found: {p}")
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt file or foreign pickle
-            raise UserError(f"cannot read checkpoint {p}: {e}") from None
-        if not isinstance(ckpt, dict) or "arch" not in ckpt or "model" not in ckpt:
-            raise UserError(f"{p} is not a fasterseg checkpoint (needs 'arch' and 'model' entries)")
-        model = build_model(ckpt["arch"], num_classes or ckpt.get("num_classes"))
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise UserError(f"checkpoint {p} does not match its architecture: {e}") from None
-        info.update(weights="checkpoint", epoch=ckpt.get("epoch"), class_names=ckpt.get("class_names"))
-    else:
-        model = create_model(s, num_classes)
-    return model.to(device), info
+    return _load_model(spec, num_classes=num_classes, device=device)

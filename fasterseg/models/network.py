@@ -24,21 +24,30 @@ from fasterseg.search_space.operators import (
 )
 
 STRIDE = 32  # total downsampling of the deepest branch: inputs must be multiples of this
+# zoomed convolutions halve the 1/32 features, which needs 2 pixels there: the smallest input
+MIN_SIZE = 2 * STRIDE
 
 
-def check_input_size(h: int, w: int, stride: int = STRIDE) -> None:
-    """Raise a ``UserError`` naming the nearest valid sizes if H or W is not a multiple of 32."""
-    bad = [(n, v) for n, v in (("height", h), ("width", w)) if v % stride]
+def check_input_size(h: int, w: int, stride: int = STRIDE, min_size: int = MIN_SIZE) -> None:
+    """Raise a one-line ``UserError`` naming the nearest valid sizes if H or W is below
+    ``min_size`` (64) or not a multiple of ``stride`` (32)."""
+
+    def near(v: int) -> str:
+        lo, hi = (v // stride) * stride, (v // stride + 1) * stride
+        return f"{lo} or {hi}" if lo >= min_size else f"{max(hi, min_size)}"
+
+    dims = (("height", h), ("width", w))
+    bad = [(n, v) for n, v in dims if v < min_size or v % stride]
     if not bad:
         return
-    parts = []
-    for name, v in bad:
-        lo, hi = (v // stride) * stride, (v // stride + 1) * stride
-        near = f"{lo} or {hi}" if lo > 0 else f"{hi}"
-        parts.append(f"{name} {v} (nearest valid: {near})")
+    parts = ", ".join(f"{n} {v} (nearest valid: {near(v)})" for n, v in bad)
+    if any(v < min_size for _, v in bad):
+        why = f"is too small: {parts}"
+    else:
+        why = f"is not divisible by {stride}: {parts}"
     raise UserError(
-        f"input size {h}x{w} is not divisible by {stride}: " + ", ".join(parts)
-        + "; resize or pad the input (fasterseg eval/predict pad automatically)"
+        f"input size {h}x{w} {why}; height and width must be multiples of {stride}, at least "
+        f"{min_size}; resize or pad the input (fasterseg eval/predict pad automatically)"
     )
 
 

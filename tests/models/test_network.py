@@ -40,7 +40,8 @@ def test_shared_cells_computed_once():
 
 
 @pytest.mark.parametrize("size,needle", [((100, 64), "height 100 (nearest valid: 96 or 128)"),
-                                         ((64, 20), "width 20 (nearest valid: 32)")])
+                                         ((64, 20), "width 20 (nearest valid: 64)"),
+                                         ((32, 32), "too small: height 32 (nearest valid: 64)")])
 def test_size_not_divisible_by_32(size, needle):
     model = create_model("fasterseg_student").eval()
     with pytest.raises(UserError) as e:
