@@ -173,15 +173,20 @@ class FasterSegNet(nn.Module):
             out.append(feats)
         return out
 
-    def forward(self, x: torch.Tensor):
-        h, w = x.shape[-2:]
-        check_input_size(h, w)
-        feats = self.features(x)
+    def head_logits(self, feats: list[dict[int, torch.Tensor]]) -> torch.Tensor:
+        """Logits at 1/8 of the input from ``features(x)``, before the final bilinear x8 resize
+        (low-precision deployment paths run up to here in bf16/fp16, then resize in fp32)."""
         fused = torch.cat(
             [agg(f[br.output_rate], f) for agg, f, br in zip(self.aggregators, feats, self.arch.branches)],
             dim=1,
         )
-        logits = resize(self.head(self.fusion(fused)), (h, w))
+        return self.head(self.fusion(fused))
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        check_input_size(h, w)
+        feats = self.features(x)
+        logits = resize(self.head_logits(feats), (h, w))
         if not self.training:
             return logits
         aux = []
