@@ -17,6 +17,23 @@ class (argmax) equals the fp32 eager prediction on a synthetic street scene.
 on a shared machine it estimates the latency the run would have had with the core to itself.
 
 Prints a table and writes benchmarks/results/cpu_inference.json.
+
+``--auto`` runs the per-machine chooser of ``fasterseg bench --auto`` (``fasterseg.deploy.auto``)
+instead: eager fp32 and every candidate available here (TorchScript, bf16, onnxruntime, int8,
+OpenVINO) in one process, interleaved, each with its pixel agreement with eager fp32 on held-out
+images, for two configurations:
+
+- ``camvid``: the CamVid-trained searched student ``runs/camvid-cpu/student/best.pt`` at 384x480,
+  calibrated on CamVid train and checked on CamVid val (``../shared/data/camvid``); generated
+  scenes when the data is absent (said so in the result);
+- ``published``: the published student at 1024x2048 with random weights: a speed measurement
+  (its agreement is meaningless with random weights: near-tie logits everywhere);
+- ``published-camvid`` (optional): the published student trained on CamVid
+  (``runs/camvid-cpu/baseline/best.pt``) at 1024x2048, CamVid images scaled up: speed AND a
+  meaningful agreement at the issue's target size.
+
+    python benchmarks/cpu_inference.py --auto [--configs camvid,published] [--threads 2]
+        [--seconds 6] [--out benchmarks/results/cpu_inference_auto.json]
 """
 
 from __future__ import annotations
@@ -175,10 +192,88 @@ def recorded_path(model: str) -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
 
 
+DATA = REPO.parent / "shared" / "data" / "camvid"
+AUTO_CONFIGS = {
+    # name -> (model, size, calibrate on CamVid, agreement meaningful)
+    "camvid": ("runs/camvid-cpu/student/best.pt", (384, 480), True, True),
+    "published": ("fasterseg_student", (1024, 2048), False, False),
+    "published-camvid": ("runs/camvid-cpu/baseline/best.pt", (1024, 2048), True, True),
+}
+
+
+def run_auto(args) -> None:
+    """``--auto``: the chooser of ``bench --auto`` on each configuration (module docstring)."""
+    from fasterseg.deploy.auto import choose, format_table, machine_info, versions
+
+    result: dict = {
+        "benchmark": "cpu_inference_auto", "batch": 1, "threads": args.threads,
+        "seconds_per_candidate": args.seconds, "rounds": args.rounds,
+        "min_agreement": args.min_agreement, "machine": machine_info("cpu"),
+        "versions": versions(), "load_average_start": list(os.getloadavg()),
+        "note": args.note, "configs": [],
+    }
+    for name in [c for c in args.configs.split(",") if c]:
+        if name not in AUTO_CONFIGS:
+            raise SystemExit(f"unknown config {name!r}; choose from {', '.join(AUTO_CONFIGS)}")
+        spec, size, real, meaningful = AUTO_CONFIGS[name]
+        entry: dict = {"name": name, "model": spec, "size": list(size)}
+        if spec.endswith(".pt") and not (REPO / spec).is_file():
+            entry["skipped"] = f"{spec} is absent (train it with benchmarks/camvid_cpu.py)"
+            print(f"{name}: skipped, {entry['skipped']}", flush=True)
+            result["configs"].append(entry)
+            continue
+        model, info = load_bench_model(str(REPO / spec) if spec.endswith(".pt") else spec)
+        calib_spec = None
+        if real and DATA.is_dir():
+            calib_spec = "camvid:" + os.path.relpath(DATA)
+        notes = []
+        if real and calib_spec is None:
+            notes.append("CamVid is absent: calibrated and checked on generated scenes")
+        if not meaningful:
+            notes.append("random weights: agreement is meaningless (near-tie logits), so the "
+                         "chosen path reflects speed among paths that happen to agree; "
+                         "compare latencies")
+        print(f"{name}: {spec} ({info.get('weights')} weights) at {size[0]}x{size[1]}, "
+              f"{args.threads} threads, calibration "
+              f"{'camvid:../shared/data/camvid' if calib_spec else 'generated scenes'}:",
+              flush=True)
+        choice = choose(model, size, threads=args.threads, calib_spec=calib_spec,
+                        calibration_split="train", check_split="val",
+                        calibration_images=args.calibration_images,
+                        check_images=args.check_images if size[0] <= 512 else 2,
+                        min_agreement=args.min_agreement, seconds=args.seconds,
+                        rounds=args.rounds, progress=lambda line: print(line, flush=True))
+        if calib_spec is not None:  # no machine path in results
+            choice["calibration"]["spec"] = "camvid:../shared/data/camvid"
+            for k in ("calibration", "check"):
+                choice[k]["source"] = "camvid:../shared/data/camvid"
+        for line in format_table(choice):
+            print(line, flush=True)
+        c = choice["chosen"]
+        eager = choice["candidates"][0]["latency_ms"]
+        print(f"  -> {c['name']}: {c['latency_ms']:.1f} ms, {eager / c['latency_ms']:.2f}x vs "
+              f"eager fp32, agreement {100 * c['agreement']:.2f}%", flush=True)
+        entry.update(weights=info.get("weights"), agreement_meaningful=meaningful,
+                     notes=notes, speedup_vs_eager=eager / c["latency_ms"], choice=choice)
+        result["configs"].append(entry)
+    result["load_average_end"] = list(os.getloadavg())
+    print(f"wrote {write_json(args.out, result)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--auto", action="store_true",
+                    help="run the bench --auto chooser on --configs (module docstring)")
+    ap.add_argument("--configs", default="camvid,published",
+                    help=f"--auto: comma-separated, from {', '.join(AUTO_CONFIGS)}")
+    ap.add_argument("--check-images", type=int, default=8,
+                    help="--auto: held-out images for the agreement (2 at 1024x2048)")
+    ap.add_argument("--calibration-images", type=int, default=8)
+    ap.add_argument("--min-agreement", type=float, default=0.995)
+    ap.add_argument("--note", default="",
+                    help="--auto: recorded with the result (e.g. the machine's load)")
     ap.add_argument("--sizes", default="1024x2048,512x1024")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per variant")
@@ -189,13 +284,23 @@ def main() -> None:
     ap.add_argument("--model", default="fasterseg_student",
                     help="fasterseg_student (random weights) or a trained checkpoint .pt (needed "
                     "for a meaningful int8 agreement)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_inference.json"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/cpu_inference.json "
+                    "(--auto: cpu_inference_auto.json)")
     args = ap.parse_args()
+    results = Path(__file__).parent / "results"
+    if args.out is None:
+        args.out = str(results / ("cpu_inference_auto.json" if args.auto
+                                  else "cpu_inference.json"))
     global CLOCK
     CLOCK = args.clock
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1")
     torch.set_num_threads(args.threads)
+    if args.auto:
+        if args.rounds == 6:  # the variant mode's default; the chooser's is 3
+            args.rounds = 3
+        run_auto(args)
+        return
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
     skip = {s for s in args.skip.split(",") if s}
     result = {

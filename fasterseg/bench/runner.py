@@ -13,13 +13,14 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from fasterseg.errors import UserError
 from fasterseg.latency.backends import (
+    Runner,
     device_name,
     library_versions,
     prepare,
@@ -28,6 +29,9 @@ from fasterseg.latency.backends import (
     warm_until_steady,
 )
 
+if TYPE_CHECKING:
+    from fasterseg.deploy.predictor import Predictor
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,17 +39,13 @@ logger = logging.getLogger(__name__)
 class BenchSettings:
     size: tuple[int, int] = (1024, 2048)
     device: str = "cpu"
-    backend: str = "torch"  # torch | compile | onnxruntime | tensorrt
-    dtype: str = "fp32"  # fp32 | bf16 | fp16 | int8 (torch back end on CPU: static PTQ)
+    backend: str = "torch"  # torch | compile | jit | onnxruntime | tensorrt | openvino
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (int8 and OpenVINO: pass a deploy ``predictor``)
     channels_last: bool = False
     fuse_bn: bool = False
     threads: int | None = None
     seconds: float = 6.0
     max_warmup_seconds: float | None = None  # default: max(2 s, seconds)
-    calibration_images: int = 8  # int8: generated street scenes to calibrate on
-    keep_fp32: tuple[str, ...] = ()  # int8: trunk modules left in fp32 (accuracy vs speed)
-    observer: str = "histogram"  # int8: activation range calibration (histogram | minmax)
-    bias_correction: bool = True  # int8: per-class logit offset fitted on the calibration set
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -68,47 +68,16 @@ def prepare_model(model: nn.Module, settings: BenchSettings) -> nn.Module:
     return model
 
 
-def prepare_int8(model: nn.Module, settings: BenchSettings) -> tuple[nn.Module, dict[str, Any]]:
-    """Quantize ``model`` to int8 at ``settings.size`` (``fasterseg.bench.quantize``).
-
-    Also returns the share of pixels whose predicted class equals the fp32 model's on a held-out
-    generated scene (``agreement``), so a fast but wrong int8 model cannot pass unnoticed.
-    """
-    from fasterseg.bench.quantize import calibration_images, int8_available, quantize_int8
-
-    s = settings
-    if s.backend != "torch" or torch.device(s.device).type != "cpu":
-        raise UserError("--dtype int8 runs on the torch back end with --device cpu only")
-    engine = int8_available()
-    if engine is None:
-        raise UserError("this torch build has no quantized CPU engine; --dtype int8 is unavailable")
-    if s.calibration_images < 1:
-        raise UserError("--calibration-images must be >= 1")
-    model = model.eval()
-    calib = calibration_images(s.size, s.calibration_images, seed=0)
-    t0 = time.perf_counter()
-    try:
-        qmodel = quantize_int8(model, s.size, calib, engine=engine, keep_fp32=s.keep_fp32,
-                               observer=s.observer, bias_correction=s.bias_correction)
-    except ValueError as e:
-        if "keep_fp32" not in str(e):
-            raise
-        raise UserError(f"--keep-fp32: {str(e).split(': ', 1)[1]}") from None
-    calib_s = time.perf_counter() - t0
-    (probe,) = calibration_images(s.size, 1, seed=0, split="val")  # not a calibration scene
-    with torch.inference_mode():
-        agree = (qmodel(probe).argmax(1) == model(probe).argmax(1)).float().mean().item()
-    info = {"quant_engine": engine, "calibration_images": len(calib),
-            "keep_fp32": list(s.keep_fp32), "observer": s.observer,
-            "bias_correction": s.bias_correction,
-            "calibration_s": calib_s, "agreement": agree}
-    return qmodel, info
-
-
 def benchmark(
-    model: nn.Module, settings: BenchSettings, complexity: dict | None = None
+    model: nn.Module, settings: BenchSettings, complexity: dict | None = None,
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Time ``model`` as described in the module docstring; returns a JSON-ready dict."""
+    """Time ``model`` as described in the module docstring; returns a JSON-ready dict.
+
+    ``predictor``: a path of ``model`` already prepared by ``fasterseg.deploy`` (int8, OpenVINO,
+    the ``--auto`` choice) to time instead of preparing one from ``settings`` (whose size, device,
+    threads and seconds still apply).
+    """
     s = settings
     dev = torch.device(s.device)
     if s.backend == "compile" and s.dtype == "fp16" and dev.type == "cpu":
@@ -118,10 +87,8 @@ def benchmark(
         complexity = model_complexity(model, s.size)
     x = torch.randn(1, 3, *s.size, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    if s.dtype == "int8":
-        model, extra = prepare_int8(model, s)
-        runner = prepare(model, [x], "torch", dev, "fp32", threads, False)
+    if predictor is not None:
+        runner = Runner(lambda: predictor(x), dev, predictor.name)
     else:
         model = prepare_model(model, s)
         runner = prepare(model, [x], s.backend, dev, s.dtype, threads, s.channels_last)
@@ -146,8 +113,8 @@ def benchmark(
         "warmup_runs": warm + 1,
         "first_run_ms": first_ms,
         "prepare_s": prep_s,
-        "backend": s.backend,
-        "dtype": s.dtype,
+        "backend": predictor.backend if predictor is not None else s.backend,
+        "dtype": predictor.dtype if predictor is not None else s.dtype,
         "channels_last": s.channels_last,
         "fuse_bn": s.fuse_bn,
         "device": str(dev),
@@ -160,7 +127,6 @@ def benchmark(
         "params": complexity.get("params_inference"),
         "params_total": complexity.get("params_total"),
         "versions": library_versions(),
-        **extra,
     }
 
 

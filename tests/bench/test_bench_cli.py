@@ -45,8 +45,10 @@ def test_bench_jit_onednn_graph(capsys, monkeypatch):
 
     calls = []  # keep the test process's allocator as it is (tune_malloc lasts for the process)
     monkeypatch.setattr(tuning, "tune_malloc", lambda: calls.append(1) or True)
+    # the former --fast recipe, spelled out (--fast is now the saved --auto choice)
     rc = main(["bench", "fasterseg_student", "--size", "64x128", "--threads", "1",
-               "--seconds", "0.1", "--fast", "--json"])
+               "--seconds", "0.1", "--backend", "jit", "--channels-last", "--fuse-bn",
+               "--tune-malloc", "--json"])
     res = _last_json(capsys.readouterr().out)
     assert rc == 0 and res["backend"] == "jit" and res["malloc_tuned"] and res["latency_ms"] > 0
     assert res["channels_last"] and res["fuse_bn"] and res["dtype"] == "fp32" and calls == [1]

@@ -1,0 +1,466 @@
+"""``--auto``: measure every candidate path on this machine and keep the fastest accurate one.
+
+The fastest path differs by machine (bf16 needs native bf16 instructions, int8 needs VNNI, ...)
+and a fast path can be wrong (int8 calibrated on the wrong images), so each candidate is
+(1) built (its preparation time recorded; a failure is a row of the table, not an error),
+(2) checked: the share of pixels whose class (argmax) equals the eager fp32 model's, on held-out
+images (a split of the model's dataset other than the calibration split; generated scenes, with
+a warning, when no data is given), and (3) timed: warm-up until steady, then interleaved rounds
+(so the load of other processes hits every candidate alike), median and IQR.
+The fastest candidate whose agreement reaches ``min_agreement`` wins; eager fp32 is the reference
+and always qualifies. The choice is a small JSON file that ``build_from_choice`` turns back into
+the same path (calibrating again for int8), e.g. for ``predict --deploy CHOICE.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from fasterseg.deploy import paths
+from fasterseg.deploy.predictor import Predictor
+from fasterseg.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "fasterseg.deploy-choice"
+VERSION = 1
+ROW_KEYS = ("name", "backend", "dtype", "latency_ms", "agreement", "rejected")
+TUNE_IMAGES = 4  # calibration-split images the int8 path may tune its fp32 fallbacks on
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What makes a choice valid only here: CPU model and its speed flags (``fasterseg env``)."""
+    import os
+
+    from fasterseg.latency.backends import device_name
+    from fasterseg.utils.environment import cpu_flags, cpu_name
+
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+            "device_name": device_name(device)}
+
+
+def versions() -> dict[str, str | None]:
+    """Engine versions a choice depends on (torch, onnxruntime, openvino)."""
+    from fasterseg import __version__
+    from fasterseg.latency.backends import library_versions
+
+    v: dict[str, str | None] = {"fasterseg": __version__, **library_versions()}
+    v.setdefault("onnxruntime", None)
+    try:
+        from fasterseg.deploy.openvino import openvino_version
+
+        v["openvino"] = openvino_version()
+    except ImportError:
+        v["openvino"] = None
+    return v
+
+
+def _images(spec: str | None, size: tuple[int, int], n: int, split: str) -> tuple[list, dict]:
+    from fasterseg.deploy.calibration import calibration_images
+
+    return calibration_images(spec, size, n, split=split)
+
+
+def pixel_agreement(pred: Predictor, check: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]
+               ) -> float:
+    """Share of pixels over ``check`` whose argmax equals the reference classes ``ref``."""
+    same = total = 0
+    for x, r in zip(check, ref):
+        cls = pred(x).argmax(1).to("cpu", torch.uint8)
+        if cls.shape != r.shape:
+            raise RuntimeError(f"output classes {tuple(cls.shape)} != reference {tuple(r.shape)}")
+        same += int((cls == r).sum())
+        total += r.numel()
+    return same / total
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    from fasterseg.bench.runner import percentile
+
+    med = statistics.median(times)
+    p25, p75 = percentile(times, 25), percentile(times, 75)
+    return {"latency_ms": med, "fps": 1000.0 / med, "iqr_ms": p75 - p25, "p25_ms": p25,
+            "p75_ms": p75, "min_ms": min(times), "runs": len(times)}
+
+
+def _row(name: str) -> dict[str, Any]:
+    backend, dtype = paths.CANDIDATES[name]
+    return {"name": name, "backend": backend, "dtype": dtype, "latency_ms": None,
+            "agreement": None, "rejected": None}
+
+
+def choose_and_build(
+    model: nn.Module,
+    size: Sequence[int],
+    *,
+    threads: int | None = None,
+    calib_spec: str | None = None,
+    calibration_split: str = "train",
+    check_split: str = "val",
+    calibration_images: int = 8,
+    check_images: int = 4,
+    min_agreement: float = 0.995,
+    seconds: float = 6.0,
+    rounds: int = 3,
+    candidates: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    tune_malloc: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], Predictor]:
+    """Measure the candidates (module docstring) and return (choice dict, chosen Predictor).
+
+    ``candidates``: names from ``paths.CANDIDATES`` (default: every one meant for ``device``;
+    those not installed here are listed as rejected). ``seconds``: timed seconds per candidate,
+    split over ``rounds`` interleaved rounds. ``progress``: called with one line per step.
+    """
+    from fasterseg.latency.backends import Runner, set_threads, time_for, warm_until_steady
+
+    say = progress or (lambda line: logger.info(line))
+    dev = torch.device(device)
+    size = (int(size[0]), int(size[1]))
+    if not 0.0 < min_agreement <= 1.0:
+        raise UserError(f"--min-agreement must be in (0, 1], got {min_agreement}")
+    if seconds <= 0 or rounds < 1:
+        raise UserError("--seconds must be > 0 and rounds >= 1")
+    if calibration_images < 1 or check_images < 1:
+        raise UserError("--calibration-images and --check-images must be >= 1")
+    if check_split == calibration_split:
+        raise UserError(f"the check split must differ from the calibration split "
+                        f"({calibration_split!r}): agreement is measured on held-out images")
+    if candidates is None:
+        names = [n for n in paths.CANDIDATES if paths.runs_on(n, dev)]
+    else:
+        names = list(dict.fromkeys(paths.check_name(n) for n in candidates))
+    if paths.REFERENCE in names:
+        names.remove(paths.REFERENCE)
+    names.insert(0, paths.REFERENCE)
+    threads_used = set_threads(threads) if dev.type == "cpu" else torch.get_num_threads()
+    tuned = False
+    if tune_malloc and dev.type == "cpu":
+        from fasterseg.bench import tuning
+
+        tuned = bool(tuning.tune_malloc())
+
+    # Held-out images (and calibration images when a candidate needs them).
+    check, check_info = _images(calib_spec or "synthetic", size, check_images, check_split)
+    if calib_spec is None:
+        logger.warning("no calibration data given: agreement is measured on generated street "
+                       "scenes, not on images of the model's dataset (--calibration-data)")
+    calib = tune = None
+    calib_info: dict[str, Any] = {"split": calibration_split, "images": 0}
+    if any(n in paths.NEEDS_CALIBRATION and paths.unavailable_reason(n, dev) is None
+           for n in names):
+        n_tune = min(TUNE_IMAGES, check_images)
+        imgs, calib_info = _images(calib_spec, size, calibration_images + n_tune,
+                                   calibration_split)
+        calib, tune = imgs[:calibration_images], imgs[calibration_images:]
+        calib_info = {**calib_info, "images": len(calib), "tune_images": len(tune)}
+
+    rows: list[dict[str, Any]] = []
+    built: dict[str, Predictor] = {}
+    ref: list[torch.Tensor] = []
+    for name in names:
+        row = _row(name)
+        rows.append(row)
+        why = paths.unavailable_reason(name, dev)
+        if why is not None:
+            row["rejected"] = f"unavailable: {why}"
+            say(f"  {name:<18} unavailable: {why}")
+            continue
+        say(f"  {name:<18} building ...")
+        t0 = time.perf_counter()
+        try:
+            pred = paths.build_candidate(name, model, size, threads=threads, calib=calib,
+                                         check=tune, device=dev, min_agreement=min_agreement)
+            row.update(backend=pred.backend, dtype=pred.dtype)
+            row["prepare_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            pred(check[0])  # first run: compilation, engine build, first allocation
+            row["first_run_ms"] = (time.perf_counter() - t1) * 1e3
+            if name == paths.REFERENCE:
+                ref = [pred(x).argmax(1).to("cpu", torch.uint8) for x in check]
+                row["agreement"] = 1.0
+            else:
+                row["agreement"] = pixel_agreement(pred, check, ref)
+        except Exception as e:  # one failing engine must not stop the others
+            if name == paths.REFERENCE:
+                raise
+            row["error"] = f"{type(e).__name__}: {_first_line(e)}"
+            row["rejected"] = f"failed: {_first_line(e)}"
+            say(f"  {name:<18} failed: {_first_line(e)}")
+            logger.debug("candidate %s failed", name, exc_info=True)
+            continue
+        row["info"] = dict(getattr(pred, "info", {}) or {})
+        if row["agreement"] < min_agreement:
+            row["rejected"] = f"agreement {row['agreement']:.4f} < {min_agreement:g}"
+        built[name] = pred
+        say(f"  {name:<18} built in {row['prepare_s']:.1f} s, agreement "
+            f"{100 * row['agreement']:.2f}%")
+
+    # Time every built candidate, interleaved, on a held-out image.
+    runners = {}
+    for name, pred in built.items():
+        runners[name] = Runner(lambda p=pred: p(check[0]), dev, name)
+    times: dict[str, list[float]] = {n: [] for n in runners}
+    warm = min(2.0, seconds)
+    for r in runners.values():
+        warm_until_steady(r, max_seconds=warm)
+    for _ in range(rounds):
+        for n, r in runners.items():
+            times[n] += time_for(r, seconds / rounds, min_reps=2)
+    for row in rows:
+        if row["name"] in times:
+            row.update(_stats(times[row["name"]]))
+    ok = [r for r in rows if r["name"] in built and r["rejected"] is None]
+    best = min(ok, key=lambda r: r["latency_ms"])  # the reference is always in ok
+    for row in rows:
+        row["chosen"] = row is best
+    choice = {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "chosen": {k: best[k] for k in ("name", "backend", "dtype", "latency_ms", "agreement")},
+        "size": list(size),
+        "device": str(dev),
+        "threads": threads_used,
+        "min_agreement": min_agreement,
+        "seconds": seconds,
+        "malloc_tuned": tuned,
+        "calibration": {"spec": calib_spec, **calib_info, "split": calibration_split},
+        "check": {**check_info, "split": check_split, "images": len(check)},
+        "machine": machine_info(dev),
+        "versions": versions(),
+        "candidates": rows,
+    }
+    return choice, built[best["name"]]
+
+
+def build_checked(
+    name: str,
+    model: nn.Module,
+    size: Sequence[int],
+    *,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    calib_spec: str | None = None,
+    calibration_split: str = "train",
+    calibration_images: int = 8,
+    check_split: str = "val",
+    check_images: int = 4,
+    min_agreement: float = 0.995,
+) -> tuple[Predictor, dict[str, Any]]:
+    """One named path (``bench --dtype int8``, ``--backend openvino``, ``export --format``),
+    calibrated on ``calib_spec`` when it needs it, with its agreement with eager fp32 on
+    ``check_images`` held-out images of ``check_split``. Returns (predictor, info)."""
+    size = (int(size[0]), int(size[1]))
+    if check_split == calibration_split:
+        raise UserError("--check-split must differ from --calibration-split")
+    if calibration_images < 1 or check_images < 1:
+        raise UserError("--calibration-images and --check-images must be >= 1")
+    model = model.eval()
+    calib = tune = None
+    info: dict[str, Any] = {"path": paths.check_name(name)}
+    if name in paths.NEEDS_CALIBRATION:
+        n_tune = min(TUNE_IMAGES, check_images)
+        imgs, cinfo = _images(calib_spec, size, calibration_images + n_tune, calibration_split)
+        calib, tune = imgs[:calibration_images], imgs[calibration_images:]
+        info.update(calibration={**cinfo, "spec": calib_spec, "images": len(calib),
+                                 "tune_images": len(tune)},
+                    calibration_images=len(calib))
+    t0 = time.perf_counter()
+    pred = paths.build_candidate(name, model, size, threads=threads, calib=calib, check=tune,
+                                 device=device, min_agreement=min_agreement)
+    info["prepare_s"] = time.perf_counter() - t0
+    check, kinfo = _images(calib_spec or "synthetic", size, check_images, check_split)
+    with torch.inference_mode():
+        ref = [model(x).argmax(1).to(torch.uint8) for x in check]  # fp32 eager, CPU
+    info.update(agreement=pixel_agreement(pred, check, ref), check=kinfo,
+                path_info=dict(getattr(pred, "info", {}) or {}))
+    return pred, info
+
+
+def choose(model: nn.Module, size: Sequence[int], **kw: Any) -> dict[str, Any]:
+    """``choose_and_build`` without the Predictor: the choice dict (table included)."""
+    return choose_and_build(model, size, **kw)[0]
+
+
+# ------------------------------------------------------------------------------ the file
+
+
+def default_choice_path(model: str, size: Sequence[int], out: str | Path | None = None) -> Path:
+    """Where ``bench --auto`` keeps the choice: beside ``out`` (``res.json`` ->
+    ``res.choice.json``), else beside the model file (``best.pt`` ->
+    ``best.384x480.choice.json``), inside a run directory, or in the current folder for a
+    published name; the size is in the name because the best path depends on it."""
+    tag = f"{int(size[0])}x{int(size[1])}"
+    if out is not None:
+        o = Path(out)
+        return o.with_name(f"{o.stem}.choice.json")
+    p = Path(model)
+    if p.is_dir():
+        return p / f"deploy.{tag}.choice.json"
+    if p.is_file():
+        return p.with_name(f"{p.stem}.{tag}.choice.json")
+    return Path(f"{p.name}.{tag}.choice.json")
+
+
+def save_choice(path: str | Path, choice: dict[str, Any]) -> Path:
+    """Write ``choice`` as strict JSON, atomically (validated first, so a bad one never lands)."""
+    from fasterseg.utils.io import write_json
+
+    validate_choice(choice, str(path))
+    return write_json(path, choice)
+
+
+def _fail(where: str, what: str) -> UserError:
+    return UserError(f"{where}: not a valid deploy choice file ({what}); "
+                     "make a new one with `fasterseg bench MODEL --auto`")
+
+
+def validate_choice(data: Any, where: str = "choice") -> dict[str, Any]:
+    """Check the fields ``build_from_choice`` and the CLI rely on; one-line ``UserError``."""
+    if not isinstance(data, dict):
+        raise _fail(where, "not a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise _fail(where, f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
+    if data.get("version") != VERSION:
+        raise _fail(where, f"version {data.get('version')!r} (this fasterseg reads {VERSION})")
+    chosen = data.get("chosen")
+    if not isinstance(chosen, dict) or chosen.get("name") not in paths.CANDIDATES:
+        raise _fail(where, f"'chosen.name' must be one of {', '.join(paths.CANDIDATES)}")
+    size = data.get("size")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise _fail(where, "'size' must be [H, W] with positive integers")
+    threads = data.get("threads")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise _fail(where, "'threads' must be an integer >= 1")
+    if not isinstance(data.get("device"), str):
+        raise _fail(where, "'device' must be a string")
+    ma = data.get("min_agreement")
+    if not (isinstance(ma, (int, float)) and 0 < ma <= 1):
+        raise _fail(where, "'min_agreement' must be a number in (0, 1]")
+    cal = data.get("calibration")
+    if not (isinstance(cal, dict) and isinstance(cal.get("split"), str)
+            and (cal.get("spec") is None or isinstance(cal.get("spec"), str))
+            and isinstance(cal.get("images"), int) and cal["images"] >= 0):
+        raise _fail(where, "'calibration' must hold spec, split and images")
+    if chosen["name"] in paths.NEEDS_CALIBRATION and cal["images"] < 1:
+        raise _fail(where, f"'calibration.images' must be >= 1 for {chosen['name']}")
+    rows = data.get("candidates")
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)):
+        raise _fail(where, "'candidates' must be a non-empty list of objects")
+    for i, r in enumerate(rows):
+        missing = [k for k in ROW_KEYS if k not in r]
+        if missing:
+            raise _fail(where, f"candidates[{i}] has no {missing[0]!r}")
+    if not isinstance(data.get("machine"), dict):
+        raise _fail(where, "'machine' must be an object")
+    return data
+
+
+def load_choice(path: str | Path) -> dict[str, Any]:
+    """Read and validate a choice file; every problem is a one-line ``UserError``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UserError(f"deploy choice file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read deploy choice file {p}: {_first_line(e)}") from None
+
+    def no_constant(c: str) -> float:
+        raise ValueError(f"{c} is not JSON")
+
+    try:
+        data = json.loads(text, parse_constant=no_constant)
+    except ValueError as e:
+        raise _fail(str(p), f"invalid JSON: {_first_line(e)}") from None
+    return validate_choice(data, str(p))
+
+
+def machine_mismatch(choice: dict[str, Any], device: str | torch.device | None = None,
+                     threads: int | None = None, size: Sequence[int] | None = None
+                     ) -> str | None:
+    """Why ``choice`` may not be the best here (other CPU/flags/device/threads/size), or None."""
+    here = machine_info(device or choice["device"])
+    there = choice["machine"]
+    if device is not None and torch.device(device) != torch.device(choice["device"]):
+        return f"it was measured on {choice['device']}, not {device}"
+    if there.get("cpu") != here["cpu"] or there.get("cpu_flags") != here["cpu_flags"]:
+        return f"it was measured on another CPU ({there.get('cpu')})"
+    if (torch.device(choice["device"]).type == "cuda"
+            and there.get("device_name") != here["device_name"]):
+        return f"it was measured on another GPU ({there.get('device_name')})"
+    if threads is not None and threads != choice["threads"]:
+        return f"it was measured with {choice['threads']} threads, not {threads}"
+    if size is not None and list(size) != choice["size"]:
+        return f"it was measured at {choice['size'][0]}x{choice['size'][1]}"
+    return None
+
+
+def build_from_choice(
+    model: nn.Module, choice: dict[str, Any], size: Sequence[int] | None = None
+) -> Predictor:
+    """Rebuild the chosen path of ``choice`` for ``model`` (int8: calibrated again on the
+    recorded calibration data). ``size`` defaults to the measured one; another size works but
+    the choice may not be the fastest there (logged)."""
+    choice = validate_choice(choice)
+    size = tuple(int(v) for v in (size or choice["size"]))
+    why = machine_mismatch(choice, size=size)
+    if why is not None:
+        logger.warning("the deploy choice may not be the fastest here: %s "
+                       "(run `fasterseg bench MODEL --auto` again)", why)
+    name = choice["chosen"]["name"]
+    dev = torch.device(choice["device"])
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"the deploy choice runs on {choice['device']} but CUDA is not available")
+    if choice.get("malloc_tuned") and dev.type == "cpu":
+        from fasterseg.bench import tuning
+
+        tuning.tune_malloc()
+    calib = tune = None
+    if name in paths.NEEDS_CALIBRATION:
+        cal = choice["calibration"]
+        n, n_tune = cal["images"], int(cal.get("tune_images") or 0)
+        imgs, _ = _images(cal["spec"], size, n + n_tune, cal["split"])
+        calib, tune = imgs[:n], (imgs[n:] or None)
+    return paths.build_candidate(name, model, size, threads=choice["threads"], calib=calib,
+                                 check=tune, device=dev, min_agreement=choice["min_agreement"])
+
+
+def format_table(choice: dict[str, Any]) -> list[str]:
+    """The measured table as printable lines (candidate, median, IQR, agreement, verdict)."""
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    lines = [f"  {'candidate':<18}{'median ms':>11}{'IQR ms':>10}{'agreement':>11}  verdict"]
+    for r in choice["candidates"]:
+        agree = None if r["agreement"] is None else 100 * r["agreement"]
+        if r.get("chosen"):
+            verdict = "chosen"
+        elif r["rejected"]:
+            failed = r["rejected"].startswith(("failed", "unavailable"))
+            verdict = r["rejected"] if failed else f"rejected: {r['rejected']}"
+        else:
+            verdict = "ok (reference)" if r["name"] == paths.REFERENCE else "ok"
+        lines.append(f"  {r['name']:<18}{num(r['latency_ms'], '.1f'):>11}"
+                     f"{num(r.get('iqr_ms'), '.1f'):>10}"
+                     f"{num(agree, '.2f') + ('%' if agree is not None else ''):>11}  {verdict}")
+    return lines
