@@ -1,4 +1,9 @@
-"""``fasterseg predict``: segment image files, globs or folders of any size into label PNGs."""
+"""``fasterseg predict``: segment images (files, globs, folders) and videos into label PNGs.
+
+Decoding, the network and writing run as a three-stage stream (``fasterseg.deploy.stream``), so
+the slowest stage sets the pace, not their sum; the run ends with end-to-end frames per second
+next to the model-only time per frame.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,23 @@ from pathlib import Path
 from fasterseg.errors import UserError
 
 EXAMPLES = """examples:
-  fasterseg predict runs/camvid/best.pt frames/ -o preds --overlay
+  fasterseg predict runs/camvid/best.pt frames/ -o preds --overlay --fast
+  fasterseg predict best.pt drive.mp4 -o preds --video-out preds/drive_overlay.mp4 --fast
   fasterseg predict best.pt 'street/*.jpg' one.png -o preds --flip --device cuda
+  fasterseg predict best.pt frames/ -o preds --deploy best.choice.json --json
   fasterseg predict fasterseg_student photo.jpg -o preds     # random weights: a smoke test
 
 Writes OUT/labels/<name>.png (benchmark label ids when the label set maps them, e.g. Cityscapes
-labelIds), OUT/color/<name>.png and, with --overlay, OUT/overlay/<name>.png. Existing files there
-are an error unless --overwrite; OUT must not overlap a dataset's image or label folders, and
-never replaces an input. Files under OUT's own labels/, color/ and overlay/ are never inputs.
+labelIds), OUT/color/<name>.png (a palette PNG) and, with --overlay, OUT/overlay/<name>.png; a
+video's frames are named <video stem>_<frame:06d>. Existing files there are an error unless
+--overwrite; OUT must not overlap a dataset's image or label folders, and never replaces an input.
+Files under OUT's own labels/, color/ and overlay/ are never inputs. Videos (.mp4 .avi .mov .mkv
+.webm, given as files or globs) need PyAV: pip install 'fasterseg[video]'.
 """
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_SUBDIRS = ("labels", "color", "overlay")
+_CHANNELS_LAST = ("jit-fp32", "torch-bf16-cl", "torch-fp16-cl")  # paths that run NHWC
 
 
 def register(subparsers, parents) -> None:
@@ -28,16 +39,28 @@ def register(subparsers, parents) -> None:
     p = subparsers.add_parser(
         "predict",
         parents=parents,
-        help="segment images (files, globs, folders) into label PNGs and overlays",
-        description="Predict label maps for images of any size (padded to /32 and cropped back).",
+        help="segment images (files, globs, folders) and videos into label PNGs and overlays",
+        description="Predict label maps for images of any size (padded to /32 and cropped back) "
+        "and video frames; decoding, inference and writing overlap.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint, run dir, model name or arch JSON")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, globs or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image or video files, globs, or folders (of images)")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays on the input")
+    p.add_argument("--no-color", action="store_true", help="do not write OUT/color (faster)")
+    p.add_argument("--video-out", metavar="FILE",
+                   help="also encode the overlays into this video (.mp4/.mkv/.mov/.avi: H.264, "
+                   ".webm: VP9), at the input video's frame rate (30 for images)")
+    p.add_argument("--fast", action="store_true",
+                   help="TorchScript, BatchNorm folded, channels_last fp32 (CPU): the same "
+                   "predictions, faster")
+    p.add_argument("--deploy", metavar="CHOICE.json",
+                   help="run the path chosen by `fasterseg bench MODEL --auto` (its saved choice)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
                    help="test scales")
@@ -63,11 +86,15 @@ def _excluded(path: Path, exclude: list[Path]) -> bool:
 def collect_inputs(
     items: list[str], exclude: list[Path] | None = None
 ) -> list[tuple[Path, str]]:
-    """(path, output name) for every image in files / globs / folders (folders: recursive).
+    """(path, output name) for every image in folders (recursive) and every file or glob match.
 
     Files under a folder in ``exclude`` (the output's own labels/, color/, overlay/) are left out
     of folders and globs, so predictions written inside an input folder are not predicted again.
+    Videos are taken as files or globs only: a folder's videos are usually the source of the
+    frames next to them.
     """
+    from fasterseg.data.video import is_video
+
     ex = [Path(e).resolve() for e in (exclude or [])]
     found: list[tuple[Path, str]] = []
     for item in items:
@@ -78,7 +105,10 @@ def collect_inputs(
                 if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file() and not _excluded(q, ex)
             )
             if not files:
-                raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
+                videos = [q for q in p.iterdir() if is_video(q)]
+                hint = f" (videos are taken as files or globs, e.g. {p / '*'}{videos[0].suffix})" \
+                    if videos else ""
+                raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {p}{hint}")
             found += [(q, str(q.relative_to(p).with_suffix(""))) for q in files]
         elif p.is_file():
             found.append((p, p.stem))
@@ -99,39 +129,111 @@ def collect_inputs(
     return unique
 
 
-def run(args) -> int:
-    import numpy as np
-    import torch
+def _check_options(args) -> None:
+    from fasterseg.data.video import VIDEO_SUFFIXES
 
-    from fasterseg.cli.common import emit_json, resolve_device
-    from fasterseg.data.io import _open, image_size
-    from fasterseg.engine import checkpoint as ckpt_io
-    from fasterseg.evaluation import PredictionWriter, infer_image, outputs
-    from fasterseg.evaluation.images import to_rgb8
-
-    device = resolve_device(args.device)
     if args.window and (args.window[0] % 32 or args.window[1] % 32):
         raise UserError(f"--window {args.window[0]}x{args.window[1]} must be divisible by 32")
     if any(s <= 0 for s in args.scales):
         raise UserError("--scales must be positive")
-    out = Path(args.out)
-    inputs = collect_inputs(args.inputs, exclude=[out / d for d in ("labels", "color", "overlay")])
-    # unreadable files (not an image, unknown format) are found from their headers, before
-    # anything is written; a file that fails only while decoding is caught in the loop below
-    skipped: list[tuple[Path, str]] = []
-    for path, _ in inputs:
+    if args.fast and args.deploy:
+        raise UserError("--fast and --deploy both choose the inference path; give one of them")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.video_out and Path(args.video_out).suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"--video-out {args.video_out}: use one of {', '.join(VIDEO_SUFFIXES)}")
+
+
+def _read_headers(inputs, skip_unreadable: bool):
+    """Header of every input (cheap, before anything is written): sources, their sizes, the
+    video infos, and the unreadable ones (a one-line error without --skip-unreadable)."""
+    from fasterseg.data.io import image_size
+    from fasterseg.data.video import is_video, probe
+    from fasterseg.deploy.stream import Source
+
+    sources, sizes, videos, skipped = [], [], [], []
+    for path, name in inputs:
         try:
-            image_size(path)
+            if is_video(path):
+                info = probe(path)
+                videos.append(info)
+                sources.append(Source(path, name, video=True))
+                sizes.append((info.height, info.width))
+            else:
+                sizes.append(image_size(path))
+                sources.append(Source(path, name))
         except UserError as e:
+            if is_video(path) and "PyAV" in str(e):
+                raise  # not installed: the same for every video
             skipped.append((path, str(e)))
-    if skipped and not args.skip_unreadable:
+    if skipped and not skip_unreadable:
         raise UserError(f"{len(skipped)} of {len(inputs)} input(s) cannot be read, e.g. "
                         f"{skipped[0][1]}; pass --skip-unreadable to skip them")
-    bad = {p for p, _ in skipped}
+    if not sources:
+        raise UserError(f"none of the {len(skipped)} input(s) could be read")
+    return sources, sizes, videos, skipped
+
+
+def _video_targets(writer, stem: str) -> list[Path]:
+    """Existing per-frame files of a video named ``stem`` (their number is known only later)."""
+    pattern = f"{glob.escape(stem)}_[0-9][0-9][0-9][0-9][0-9][0-9].png"
+    return [q for d in writer.subdirs() if d.is_dir() for q in d.glob(pattern)]
+
+
+def _segmenter(args, model, device, info):
+    """The main-thread stage and a line saying which path runs."""
+    from fasterseg.deploy.stream import EagerPredictor, Segmenter
+
+    tta = args.flip or args.scales != [1.0] or args.window is not None
+    if tta:
+        note = None
+        if args.fast or args.deploy:
+            note = ("--flip/--scales/--window run the eager model (--fast/--deploy apply to "
+                    "plain prediction only)")
+        opts = {"flip": args.flip, "scales": args.scales, "window": args.window,
+                "num_classes": info["num_classes"]}
+        return Segmenter(None, device, tta=opts, model=model), "eager-fp32 + test-time aug.", note
+    if args.deploy:
+        try:
+            from fasterseg.deploy.auto import build_from_choice, load_choice
+        except ImportError as e:
+            raise UserError(f"--deploy needs fasterseg.deploy.auto, which cannot be imported: "
+                            f"{e}") from None
+        choice = load_choice(args.deploy)
+        name = choice["chosen"]["name"]
+        return Segmenter(lambda size: build_from_choice(model, choice, size), device), name, None
+    if args.fast:
+        from fasterseg.bench.tuning import tune_malloc
+        from fasterseg.deploy.paths import build_candidate
+
+        if device.type != "cpu":
+            raise UserError("--fast (TorchScript + oneDNN) is for --device cpu")
+        tune_malloc()  # part of the fast CPU recipe: big activations stay in the heap
+        return Segmenter(lambda size: build_candidate("jit-fp32", model, size,
+                                                      threads=args.threads, device=device),
+                         device), "jit-fp32", None
+    eager = EagerPredictor(model, device)
+    return Segmenter(lambda size: eager, device), "eager-fp32", None
+
+
+def run(args) -> int:
+    from fasterseg.cli.common import emit_json, resolve_device
+    from fasterseg.deploy.stream import Normalizer, StreamWriter, padded_size, run_stream
+    from fasterseg.engine import checkpoint as ckpt_io
+    from fasterseg.evaluation import outputs
+    from fasterseg.latency.backends import set_threads
+
+    _check_options(args)
+    device = resolve_device(args.device)
+    threads = set_threads(args.threads) if device.type == "cpu" else None
+    out = Path(args.out)
+    video_out = Path(args.video_out) if args.video_out else None
+    exclude = [out / d for d in _SUBDIRS] + ([video_out] if video_out else [])
+    inputs = collect_inputs(args.inputs, exclude=exclude)
+    # unreadable files (not an image, unknown format) are found from their headers, before
+    # anything is written; a file that fails only while decoding stops (or is skipped) later
+    sources, sizes, videos, skipped = _read_headers(inputs, args.skip_unreadable)
     all_inputs = [p for p, _ in inputs]
-    inputs = [(p, n) for p, n in inputs if p not in bad]
-    if not inputs:
-        raise UserError(f"none of the {len(bad)} input(s) could be read")
     model, info = ckpt_io.load_model(args.checkpoint, num_classes=args.num_classes, device=device)
     labels = info.get("label_set") or {}
     data_cfg = (info.get("config") or {}).get("data", {})
@@ -143,52 +245,83 @@ def run(args) -> int:
 
         n = info["num_classes"]
         palette = CITYSCAPES_PALETTE if n == 19 else default_palette(n)
-    writer = PredictionWriter(out, palette,
-                              train_id_to_label_id=labels.get("train_id_to_label_id"),
-                              mean=mean, std=std, color=True, overlay=args.overlay)
+    writer = StreamWriter(out, palette, info["num_classes"],
+                          train_id_to_label_id=labels.get("train_id_to_label_id"),
+                          mean=mean, std=std, color=not args.no_color, overlay=args.overlay)
     # where predictions go is checked before the first image: not into a dataset's image or
     # label folders, not over an input, not over existing files without --overwrite
-    folders = {p.parent for p, _ in inputs} | {Path(i) for i in args.inputs if Path(i).is_dir()}
+    folders = {s.path.parent for s in sources} | {Path(i) for i in args.inputs if Path(i).is_dir()}
     protected = outputs.nearby_dataset_folders(sorted(folders | {out}))
     outputs.check_not_in_dataset(writer.subdirs(), protected, "-o")
-    targets = [f for _, name in inputs for f in writer.paths(name)]
+    targets = [f for s in sources if not s.video for f in writer.paths(s.name)]
+    targets += [f for s in sources if s.video for f in _video_targets(writer, s.name)]
     outputs.check_not_inputs(targets, all_inputs, "-o")
     outputs.check_no_existing(targets, "-o", args.overwrite)
+    if video_out is not None:
+        outputs.check_not_in_dataset([video_out.parent], protected, "--video-out", recursive=False)
+        outputs.check_not_inputs([video_out], all_inputs, "--video-out")
+        outputs.check_no_existing([video_out], "--video-out", args.overwrite)
+        outputs.ensure_writable(video_out.parent, "--video-out")
     outputs.ensure_writable(out, "-o")
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    print(f"predicting {len(inputs)} image(s) with {args.checkpoint} ({info['source']} weights)")
-    counts = np.zeros(info["num_classes"], dtype=np.int64)
-    scaled: list[tuple[Path, str]] = []
-    for path, name in inputs:
-        try:
-            rgb, note = to_rgb8(_open(path, "image"))
-        except UserError as e:
-            if not args.skip_unreadable:
-                raise UserError(f"{e} (pass --skip-unreadable to skip such files)") from None
-            skipped.append((path, str(e)))
-            continue
-        if note:
-            scaled.append((path, note))
-        img = ((torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255 - m) / s).to(device)
-        probs = infer_image(model, img, flip=args.flip, scales=args.scales, window=args.window,
-                            num_classes=info["num_classes"])
-        pred = probs.argmax(0).cpu().numpy()
-        counts += np.bincount(pred.ravel(), minlength=len(counts))[: len(counts)]
-        writer(name, pred, img.cpu())
-    if scaled:
-        print(f"note: {len(scaled)} image(s) with more than 8 bits per channel were scaled to "
-              f"8 bits, e.g. {scaled[0][0]} ({scaled[0][1]})")
-    print(f"wrote {writer.count} prediction(s) to {args.out}")
+
+    segment, path_name, note = _segmenter(args, model, device, info)
+    if segment.tta is None:  # one prepared model per padded size, before the clock starts
+        for size in sorted({padded_size(h, w) for h, w in sizes}):
+            segment.predictor(size)
+    normalize = Normalizer(mean, std, pad=segment.tta is None,
+                           channels_last=path_name in _CHANNELS_LAST)
+    if video_out is not None:
+        from fasterseg.data.video import VideoWriter
+
+        writer.video = VideoWriter(video_out, fps=videos[0].fps if videos else 30.0)
+    n_img = sum(not s.video for s in sources)
+    what = f"{n_img} image(s)" + (f" and {len(videos)} video(s)" if videos else "")
+    print(f"predicting {what} with {args.checkpoint} ({info['source']} weights) on {path_name}"
+          + (f", {threads} threads" if threads else ""), flush=True)
+    if note:
+        print(f"note: {note}")
+    frames = [v.frames for v in videos]
+    total = n_img + sum(frames) if all(f is not None for f in frames) else None
+    try:
+        res = run_stream(sources, normalize, segment, writer, skip_unreadable=args.skip_unreadable,
+                         total=total)
+    except BaseException:
+        if writer.video is not None:
+            writer.video.abort()  # never a truncated video
+        raise
+    video_file = writer.video.close() if writer.video is not None else None
+    skipped += res.skipped
+    if res.scaled:
+        print(f"note: {len(res.scaled)} image(s) with more than 8 bits per channel were scaled "
+              f"to 8 bits, e.g. {res.scaled[0][0]} ({res.scaled[0][1]})")
+    print(f"wrote {writer.count} prediction(s) to {args.out}"
+          + (f" and the overlay video {video_file}" if video_file else ""))
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s):")
         for _, why in skipped:
             print(f"  {why}")
     if writer.count == 0:
-        raise UserError(f"none of the {len(inputs) + len(bad)} input(s) could be read")
+        raise UserError(f"none of the {len(inputs)} input(s) could be read")
+    ms = res.stage_ms()
+    fps = res.fps_end_to_end
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    print(f"speed: {f(fps)} frames/s end to end ({res.images} in {res.wall_s:.2f} s); model "
+          f"{f(ms['model'])} ms/frame ({path_name}); median per frame: decode {f(ms['decode'])}, "
+          f"normalise {f(ms['normalize'])}, argmax {f(ms['argmax'])}, write {f(ms['write'])} ms "
+          f"(slowest stage: {res.bottleneck()})")
     if args.json:
-        emit_json({"images": writer.count, "out": str(args.out), "checkpoint": args.checkpoint,
-                   "weights": info["source"], "class_pixel_counts": counts.tolist(),
-                   "skipped": [{"file": str(p), "error": why} for p, why in skipped],
-                   "scaled_to_8bit": [str(p) for p, _ in scaled]})
+        emit_json({
+            "images": writer.count, "fps_end_to_end": fps, "model_ms": ms["model"],
+            "decode_ms": ms["decode"], "write_ms": ms["write"], "stage_ms": ms,
+            "bottleneck": res.bottleneck(), "wall_s": round(res.wall_s, 4),
+            "prepare_s": round(segment.prepare_s, 4), "path": path_name, "threads": threads,
+            "out": str(args.out), "checkpoint": args.checkpoint, "weights": info["source"],
+            "class_pixel_counts": writer.counts.tolist(),
+            "videos": [{"file": str(v.path), "fps": v.fps, "frames": v.frames} for v in videos],
+            "video_out": str(video_file) if video_file else None,
+            "skipped": [{"file": str(p), "error": why} for p, why in skipped],
+            "scaled_to_8bit": [str(p) for p, _ in res.scaled]})
     return 0

@@ -271,19 +271,20 @@ def test_predict_unreadable_files_stop_or_are_skipped_and_listed(ckpt, tmp_path,
 
 
 def test_predict_reads_16bit_images_scaled_not_white(ckpt, tmp_path, capsys, monkeypatch):
-    import fasterseg.evaluation as ev
+    import fasterseg.deploy.stream as stream
     from fasterseg.evaluation.predictions import denormalize
 
     gray16 = np.tile(np.linspace(0, 65535, 96), (64, 1)).astype(np.uint16)
     src = tmp_path / "g16.png"
     Image.fromarray(gray16).save(src)
     assert Image.open(src).mode.startswith("I")  # really a 16-bit file
-    seen = []
-    real = ev.infer_image
-    monkeypatch.setattr(ev, "infer_image", lambda m, img, **k: (seen.append(img), real(m, img, **k))[1])
+    seen = []  # the normalised images the network gets
+    real = stream.Normalizer.__call__
+    monkeypatch.setattr(stream.Normalizer, "__call__",
+                        lambda self, rgb: (seen.append(real(self, rgb)), seen[-1])[1])
     assert main(["predict", str(ckpt), str(src), "-o", str(tmp_path / "out")]) == 0
     assert "scaled to 8 bits" in capsys.readouterr().out
-    rgb = denormalize(seen[0].cpu(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    rgb = denormalize(seen[0][0], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     row = rgb[0, :, 0].astype(int)
     assert row[0] <= 1 and row[-1] >= 254 and abs(row[48] - 128) <= 2  # the gradient, scaled
 

@@ -1,0 +1,402 @@
+"""Streaming prediction: decode, infer and write in three overlapped stages.
+
+``predict`` is only as fast as its slowest stage, and with one loop the stages add up: on CamVid
+frames (360x480) decoding a PNG, encoding two or three PNGs and the network take similar times.
+Here a reader thread decodes images (or video frames) into normalised, padded tensors, the main
+thread runs the network (one call per frame, one prepared model per padded input size) and a
+writer thread writes label PNGs, palette colour PNGs, overlays and an overlay video. Bounded
+queues keep memory flat; decoding (Pillow, FFmpeg), the network (torch) and PNG encoding (zlib)
+release the GIL, so the stages really run side by side.
+
+Stopping is clean whatever happens: an error in any stage or Ctrl-C stops all three, the threads
+are joined, and every file is written atomically (temp file + rename), so there is never a
+half-written PNG or video. Timings say where the time goes: end-to-end frames per second (first
+read to last write) next to the median model-only, decode, normalise, argmax and write times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fasterseg.deploy.predictor import Predictor
+from fasterseg.errors import UserError
+from fasterseg.evaluation.inference import MIN_SIZE, STRIDE
+from fasterseg.evaluation.predictions import PredictionWriter, _palette_array
+
+logger = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 4  # frames buffered between stages: enough to absorb jitter, little memory
+_POLL_S = 0.05  # how often a blocked stage looks whether the others stopped
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: an image file, or a video whose frames are named ``<name>_<frame:06d>``."""
+
+    path: Path
+    name: str
+    video: bool = False
+
+
+def padded_size(h: int, w: int) -> tuple[int, int]:
+    """The size ``pad_to_multiple(min_size=MIN_SIZE)`` pads an ``h x w`` image to."""
+    lo = -(-MIN_SIZE // STRIDE) * STRIDE
+    return max(-(-h // STRIDE) * STRIDE, lo), max(-(-w // STRIDE) * STRIDE, lo)
+
+
+class Normalizer:
+    """uint8 ``[H, W, 3]`` RGB -> normalised fp32 ``[1, 3, H', W']``, padded with zeros (the mean
+    colour) right/bottom to the network's multiple of 32 (``pad=False``: not padded).
+
+    The arithmetic is the evaluation's (``(x - 255 mean) / (255 std)``), done in one pass into
+    the padded buffer, so ``predict`` sees exactly what ``eval`` sees. ``channels_last`` lays the
+    buffer out NHWC, what TorchScript/oneDNN paths want (no relayout before the first conv).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, pad: bool = True,
+                 channels_last: bool = False) -> None:
+        self.shift = torch.tensor(mean, dtype=torch.float32) * 255
+        self.scale = 1.0 / (torch.tensor(std, dtype=torch.float32) * 255)
+        self.pad, self.channels_last = pad, channels_last
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        h, w = rgb.shape[:2]
+        hp, wp = padded_size(h, w) if self.pad else (h, w)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = torch.empty(1, 3, hp, wp, memory_format=fmt)
+        if (hp, wp) != (h, w):
+            x.zero_()
+        hwc = x[0].permute(1, 2, 0)[:h, :w]  # a view: NHWC buffers make this contiguous
+        src = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))
+        hwc.copy_(src).sub_(self.shift).mul_(self.scale)
+        return x
+
+
+class EagerPredictor:
+    """The model as loaded (PyTorch eager fp32): the reference path, for any input size."""
+
+    name, backend, dtype = "eager-fp32", "torch", "fp32"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model.eval(), torch.device(device)
+        self.info: dict[str, Any] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(x.to(self.device))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float()
+
+    def save(self, path: str | Path) -> None:
+        return None
+
+
+class Segmenter:
+    """Normalised frame -> ``[H, W]`` class ids, timed; the main-thread stage.
+
+    ``build(size)`` prepares a ``Predictor`` for one padded size (TorchScript and compiled
+    engines are shape-specialised); each is built once and cached. With ``tta`` (flip, scales,
+    window) the eager model runs through ``infer_image`` on the unpadded frame instead.
+    """
+
+    def __init__(self, build: Callable[[tuple[int, int]], Predictor], device: torch.device,
+                 tta: dict[str, Any] | None = None, model: torch.nn.Module | None = None) -> None:
+        self.build, self.device, self.tta, self.model = build, torch.device(device), tta, model
+        self.cache: dict[tuple[int, int], Predictor] = {}
+        self.prepare_s = 0.0
+
+    def predictor(self, size: tuple[int, int]) -> Predictor:
+        p = self.cache.get(size)
+        if p is None:
+            t = time.perf_counter()
+            p = self.cache[size] = self.build(size)
+            self.prepare_s += time.perf_counter() - t
+        return p
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, x: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
+        """(ids, model seconds, argmax seconds) for one frame ``x`` of original ``size``."""
+        h, w = size
+        if self.tta is not None:
+            from fasterseg.evaluation import inference
+
+            t0 = time.perf_counter()
+            probs = inference.infer_image(self.model, x.to(self.device), **self.tta)
+            self._sync()
+            t1 = time.perf_counter()
+            ids, n = probs.argmax(0), probs.shape[0]
+        else:
+            pred = self.predictor(tuple(x.shape[-2:]))
+            t0 = time.perf_counter()
+            logits = pred(x)
+            self._sync()
+            t1 = time.perf_counter()
+            ids, n = logits[0, :, :h, :w].argmax(0), logits.shape[1]
+        ids = ids.to(torch.uint8 if n <= 256 else torch.int32).cpu().numpy()
+        return ids, t1 - t0, time.perf_counter() - t1
+
+
+class StreamWriter(PredictionWriter):
+    """``PredictionWriter``'s files, written fast: label PNG (benchmark ids), colour PNG as a
+    palette image (one byte per pixel instead of three), overlay blended in integers from the
+    decoded uint8 frame (no de-normalisation), PNGs at a low zlib level, atomic without a
+    per-file fsync. Optionally every overlay also goes into a video (``video``).
+    """
+
+    def __init__(self, out_dir: str | Path, palette: Sequence[Sequence[int]], num_classes: int,
+                 *, video: Any = None, compress_level: int = 1, **kw: Any) -> None:
+        super().__init__(out_dir, palette, **kw)
+        self.pal = _palette_array(palette, max(num_classes, len(palette)))
+        self.pal_bytes = self.pal.tobytes()
+        self.video, self.compress_level = video, compress_level
+        self.counts = np.zeros(num_classes, dtype=np.int64)
+        self.blend = int(round(self.alpha * 256))
+
+    def _save(self, path: Path, img: Image.Image) -> None:
+        from fasterseg.utils.io import atomic_write
+
+        atomic_write(path, lambda f: img.save(f, format="PNG", compress_level=self.compress_level),
+                     mode="wb", fsync=False)
+
+    def write(self, name: str, ids: np.ndarray, rgb: np.ndarray | None) -> None:
+        """Save the files of one frame: ``ids`` ``[H, W]`` class ids, ``rgb`` the input frame."""
+        ids8 = ids if ids.dtype == np.uint8 else np.clip(ids, 0, 255).astype(np.uint8)
+        n = len(self.counts)
+        self.counts += np.bincount(ids8.ravel(), minlength=n)[:n]
+        self._save(self._path("labels", name),
+                   Image.fromarray(self.lut[ids8] if self.lut is not None else ids8))
+        if self.color:
+            im = Image.fromarray(ids8)
+            im.putpalette(self.pal_bytes)  # mode L -> P: a palette PNG, viewers show the colours
+            self._save(self._path("color", name), im)
+        if (self.overlay or self.video is not None) and rgb is not None:
+            col = self.pal[ids8].astype(np.uint16)
+            mix = ((rgb.astype(np.uint16) * (256 - self.blend) + col * self.blend + 128) >> 8)
+            mix = mix.astype(np.uint8)
+            if self.overlay:
+                self._save(self._path("overlay", name), Image.fromarray(mix))
+            if self.video is not None:
+                self.video.write(mix)
+        self.count += 1
+
+
+@dataclass
+class Frame:
+    name: str
+    source: Path
+    rgb: np.ndarray
+    x: torch.Tensor
+    note: str | None = None
+
+
+@dataclass
+class Skip:
+    source: Path
+    reason: str
+
+
+@dataclass
+class StreamResult:
+    """What ``run_stream`` measured: ``images`` written, end-to-end rate and stage medians."""
+
+    images: int = 0
+    wall_s: float = 0.0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    scaled: list[tuple[Path, str]] = field(default_factory=list)
+    times: dict[str, list[float]] = field(default_factory=lambda: {
+        "decode": [], "normalize": [], "model": [], "argmax": [], "write": []})
+
+    @property
+    def fps_end_to_end(self) -> float | None:
+        return self.images / self.wall_s if self.images and self.wall_s > 0 else None
+
+    def median_ms(self, stage: str) -> float | None:
+        t = self.times[stage]
+        return round(1000 * statistics.median(t), 3) if t else None
+
+    def stage_ms(self) -> dict[str, float | None]:
+        return {k: self.median_ms(k) for k in self.times}
+
+    def bottleneck(self) -> str | None:
+        """The stage with the largest median time per frame (reader = decode + normalise)."""
+        ms = self.stage_ms()
+        stages = {"read": (ms["decode"] or 0) + (ms["normalize"] or 0),
+                  "model": (ms["model"] or 0) + (ms["argmax"] or 0), "write": ms["write"] or 0}
+        return max(stages, key=stages.get) if self.images else None
+
+
+_END = object()
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return None
+
+
+def _decode(sources: Sequence[Source], skip_unreadable: bool
+            ) -> Iterator[tuple[str, Path, np.ndarray, str | None] | Skip]:
+    """(name, source, RGB, note) per image or video frame; Skip for an unreadable input when
+    ``skip_unreadable`` (else its one-line error)."""
+    from fasterseg.data.io import _open
+    from fasterseg.evaluation.images import to_rgb8
+
+    hint = " (pass --skip-unreadable to skip such files)"
+    for src in sources:
+        try:
+            if src.video:
+                from fasterseg.data.video import iter_frames
+
+                with contextlib.closing(iter_frames(src.path)) as frames:
+                    for i, rgb in frames:
+                        yield f"{src.name}_{i:06d}", src.path, rgb, None
+            else:
+                rgb, note = to_rgb8(_open(src.path, "image"))
+                yield src.name, src.path, rgb, note
+        except UserError as e:
+            if not skip_unreadable:
+                raise UserError(f"{e}{hint}") from None
+            yield Skip(src.path, str(e))
+
+
+def run_stream(
+    sources: Sequence[Source],
+    normalize: Normalizer,
+    segment: Segmenter,
+    writer: StreamWriter,
+    *,
+    skip_unreadable: bool = False,
+    total: int | None = None,
+    progress: bool | None = None,
+    queue_frames: int = QUEUE_FRAMES,
+) -> StreamResult:
+    """Predict every image / video frame of ``sources`` and write it; returns the timings.
+
+    Reader thread -> (bounded queue) -> ``segment`` in the calling thread -> (bounded queue) ->
+    writer thread. The first error of any stage (or Ctrl-C in the calling thread) stops all
+    three; threads are joined before it is raised again. ``total`` sizes the progress bar
+    (tqdm, on stderr, off when it is not a terminal unless ``progress``).
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    res = StreamResult()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    frames_q: queue.Queue = queue.Queue(maxsize=queue_frames)
+    write_q: queue.Queue = queue.Queue(maxsize=queue_frames)
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    bar = tqdm(total=total, unit="frame", desc="predict", disable=disable, leave=False,
+               dynamic_ncols=True)
+    clock = {"first_read": None, "last_write": None}
+
+    def fail(e: BaseException) -> None:
+        errors.append(e)
+        stop.set()
+
+    def reader() -> None:
+        try:
+            clock["first_read"] = time.perf_counter()
+            items = _decode(sources, skip_unreadable)
+            with contextlib.closing(items):
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    item = next(items, _END)
+                    if item is _END:
+                        break
+                    if isinstance(item, Skip):
+                        res.skipped.append((item.source, item.reason))
+                        continue
+                    name, path, rgb, note = item
+                    t1 = time.perf_counter()
+                    x = normalize(rgb)
+                    res.times["decode"].append(t1 - t0)
+                    res.times["normalize"].append(time.perf_counter() - t1)
+                    if note:
+                        res.scaled.append((path, note))
+                    if not _put(frames_q, Frame(name, path, rgb, x, note), stop):
+                        return
+            _put(frames_q, _END, stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            fail(e)
+
+    def write() -> None:
+        try:
+            while True:
+                item = _get(write_q, stop)
+                if item is None or item is _END:
+                    return
+                name, ids, rgb = item
+                t0 = time.perf_counter()
+                writer.write(name, ids, rgb)
+                t1 = time.perf_counter()
+                res.times["write"].append(t1 - t0)
+                res.images += 1
+                clock["last_write"] = t1
+                bar.update(1)
+        except OSError as e:
+            fail(UserError(f"cannot write predictions to {writer.out}: "
+                           f"{e.strerror or type(e).__name__}"
+                           + (f" ({e.filename})" if e.filename else "")))
+        except BaseException as e:  # noqa: BLE001
+            fail(e)
+
+    threads = [threading.Thread(target=reader, name="predict-reader", daemon=True),
+               threading.Thread(target=write, name="predict-writer", daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            frame = _get(frames_q, stop)
+            if frame is None or frame is _END:
+                break
+            h, w = frame.rgb.shape[:2]
+            ids, model_s, argmax_s = segment(frame.x, (h, w))
+            res.times["model"].append(model_s)
+            res.times["argmax"].append(argmax_s)
+            if not _put(write_q, (frame.name, ids, frame.rgb), stop):
+                break
+        _put(write_q, _END, stop)
+        threads[1].join()  # the writer drains its queue, then ends
+    except BaseException:
+        stop.set()  # Ctrl-C or an error here: the other stages stop after their current frame
+        raise
+    finally:
+        for t in threads:
+            t.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    if clock["first_read"] is not None and clock["last_write"] is not None:
+        res.wall_s = clock["last_write"] - clock["first_read"]
+    return res
