@@ -1,0 +1,225 @@
+"""``fasterseg predict`` end to end on CamVid frames: frames/s, model time and where the rest goes.
+
+Issue 12's target: >= 25 frames/s end to end (first read to last write) on 360x480 CamVid frames
+with 2 cores. Two parts, both on the CamVid-trained searched student and CamVid val:
+
+1. ``stages``: every step of one frame timed alone, in this process, over the first frames:
+   decode, normalise + pad, the model (eager and ``--fast``), argmax, colourise, PNG encodes
+   (the old RGB/zlib-6 writes next to the palette/zlib-1 ones), overlay blending (float vs
+   integer) and the atomic write with and without fsync. Wall and CPU medians: under a loaded
+   machine the CPU time is the steadier number.
+2. ``runs``: ``fasterseg predict FOLDER -o TMP --json`` in-process, eager and ``--fast``
+   interleaved, with the JSON it prints (``fps_end_to_end``, ``model_ms``, stage medians) and the
+   process CPU time per frame; plus the pixel agreement of ``--fast`` with eager.
+
+    .venv/bin/python benchmarks/predict_stream.py                 # defaults below
+    .venv/bin/python benchmarks/predict_stream.py --repeats 3 --note "quiet machine"
+
+Writes ``benchmarks/results/predict_stream.json``. Needs the checkpoint and ../shared/data/camvid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _med(xs: list[float]) -> float:
+    return round(1000 * statistics.median(xs), 3)
+
+
+def _timed(fn, n: int, cpu=time.thread_time) -> dict:
+    wall, cpus = [], []
+    out = None
+    for _ in range(n):
+        w, c = time.perf_counter(), cpu()
+        out = fn()
+        cpus.append(cpu() - c)
+        wall.append(time.perf_counter() - w)
+    return {"wall_ms": _med(wall), "cpu_ms": _med(cpus), "result": out}
+
+
+def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dict:
+    """Median wall/CPU ms of each step of one frame, each step alone."""
+    import torch
+    from PIL import Image
+
+    from fasterseg.data.io import _open
+    from fasterseg.deploy.paths import build_candidate
+    from fasterseg.deploy.stream import Normalizer, padded_size
+    from fasterseg.engine.checkpoint import load_model
+    from fasterseg.evaluation.images import to_rgb8
+    from fasterseg.evaluation.predictions import _palette_array, denormalize
+    from fasterseg.utils.io import atomic_write
+
+    torch.set_num_threads(threads)
+    model, info = load_model(ckpt)
+    data = (info.get("config") or {}).get("data", {})
+    mean, std = data.get("mean", (0.485, 0.456, 0.406)), data.get("std", (0.229, 0.224, 0.225))
+    pal = _palette_array((info.get("label_set") or {}).get("palette") or [], 256)
+    h, w = np.asarray(Image.open(files[0])).shape[:2]
+    size = padded_size(h, w)
+    jit = build_candidate("jit-fp32", model, size, threads=threads)
+    norm, norm_cl = Normalizer(mean, std), Normalizer(mean, std, channels_last=True)
+    rows: dict[str, list[dict]] = {}
+
+    def add(name: str, fn, cpu=time.thread_time) -> object:
+        r = _timed(fn, 1, cpu)
+        rows.setdefault(name, []).append(r)
+        return r["result"]
+
+    tmp = Path(tempfile.mkdtemp(prefix="predict-stream-bench-"))
+    for k in range(reps):
+        f = files[k % len(files)]
+        rgb = add("decode (PIL open + to_rgb8)", lambda: to_rgb8(_open(f, "image"))[0])
+        x = add("normalise + pad (NCHW)", lambda: norm(rgb))
+        xc = add("normalise + pad (NHWC, --fast)", lambda: norm_cl(rgb))
+        with torch.inference_mode():
+            logits = add("model eager fp32", lambda: model(x), cpu=time.process_time)
+        add("model --fast (jit-fp32)", lambda: jit(xc), cpu=time.process_time)
+        add("softmax + argmax (old predict)",
+            lambda: logits.float().softmax(1)[0, :, :h, :w].argmax(0).cpu().numpy())
+        ids = add("argmax -> uint8", lambda: logits[0, :, :h, :w].argmax(0).to(torch.uint8).numpy())
+        col = add("colourise (palette lookup)", lambda: pal[ids])
+        add("PNG label, zlib 6 (old)", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG"))
+        add("PNG label, zlib 1", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG",
+                                                                  compress_level=1))
+        add("PNG colour RGB, zlib 6 (old)", lambda: Image.fromarray(col).save(io.BytesIO(), "PNG"))
+
+        def pmode():
+            im = Image.fromarray(ids)
+            im.putpalette(pal.tobytes())
+            im.save(io.BytesIO(), "PNG", compress_level=1)
+
+        add("PNG colour palette, zlib 1", pmode)
+        add("overlay float from normalised (old)", lambda: (
+            0.5 * denormalize(x[0], mean, std).astype(np.float32) + 0.5 * col.astype(np.float32)
+        ).round().astype(np.uint8))
+        mix = add("overlay integer from uint8", lambda: (
+            (rgb.astype(np.uint16) * 128 + col.astype(np.uint16) * 128 + 128) >> 8
+        ).astype(np.uint8))
+        add("PNG overlay RGB, zlib 1", lambda: Image.fromarray(mix).save(io.BytesIO(), "PNG",
+                                                                       compress_level=1))
+        data_b = io.BytesIO()
+        Image.fromarray(ids).save(data_b, "PNG", compress_level=1)
+        add("atomic write with fsync (old)", lambda: atomic_write(
+            tmp / f"a{k}.png", lambda fo: fo.write(data_b.getvalue()), mode="wb"))
+        add("atomic write without fsync", lambda: atomic_write(
+            tmp / f"b{k}.png", lambda fo: fo.write(data_b.getvalue()), mode="wb", fsync=False))
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    return {name: {"wall_ms": round(statistics.median(r["wall_ms"] for r in rs), 3),
+                   "cpu_ms": round(statistics.median(r["cpu_ms"] for r in rs), 3)}
+            for name, rs in rows.items()} | {"_input": f"{h}x{w} padded to {size[0]}x{size[1]}"}
+
+
+def run_predict(ckpt: str, data: Path, out: Path, threads: int, fast: bool) -> dict:
+    from fasterseg.cli.main import main
+
+    argv = ["predict", ckpt, str(data), "-o", str(out), "--overwrite", "--threads", str(threads),
+            "--json"] + (["--fast"] if fast else [])
+    buf = io.StringIO()
+    c0 = time.process_time()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    cpu = time.process_time() - c0
+    if rc != 0:
+        raise SystemExit(f"predict failed ({rc}): {buf.getvalue()[-500:]}")
+    res = json.loads(buf.getvalue().strip().splitlines()[-1])
+    keep = ("images", "fps_end_to_end", "model_ms", "stage_ms", "bottleneck", "wall_s",
+            "prepare_s", "path", "threads")
+    row = {k: res[k] for k in keep}
+    row["cpu_ms_per_frame"] = round(1000 * cpu / res["images"], 2)  # whole process, all threads
+    return row
+
+
+def agreement(a: Path, b: Path) -> float:
+    from PIL import Image
+
+    same = total = 0
+    for p in sorted((a / "labels").glob("*.png")):
+        x, y = np.asarray(Image.open(p)), np.asarray(Image.open(b / "labels" / p.name))
+        same += int((x == y).sum())
+        total += x.size
+    return same / total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt", default="runs/camvid-cpu/student/best.pt")
+    ap.add_argument("--data", default="../shared/data/camvid/val")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="end-to-end runs per path")
+    ap.add_argument("--stage-frames", type=int, default=20, help="frames for the stage profile")
+    ap.add_argument("--note", default="", help="free text stored with the result (machine load)")
+    ap.add_argument("--out", default="benchmarks/results/predict_stream.json")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    data = Path(args.data)
+    if not Path(args.ckpt).is_file() or not data.is_dir():
+        print(f"needs {args.ckpt} and {data}", file=sys.stderr)
+        return 1
+    files = sorted(data.glob("*.png"))
+    from fasterseg.latency.backends import device_name, library_versions
+
+    result: dict = {
+        "what": "fasterseg predict on CamVid val (360x480), end to end (first read to last "
+                "write) and per stage",
+        "checkpoint": args.ckpt, "data": args.data, "frames": len(files),
+        "threads": args.threads, "cpu": device_name("cpu"), "cores": os.cpu_count(),
+        "load_average_before": list(os.getloadavg()), "note": args.note,
+        "versions": library_versions() | {"platform": platform.platform()},
+    }
+    print("profiling stages ...", flush=True)
+    result["stages"] = profile_stages(args.ckpt, files, args.threads, args.stage_frames)
+    for k, v in result["stages"].items():
+        print(f"  {k:40s} {v}")
+    runs: list[dict] = []
+    tmp = Path(tempfile.mkdtemp(prefix="predict-stream-out-"))
+    for r in range(args.repeats):
+        for fast in (False, True):  # interleaved, so a change of load hits both alike
+            row = run_predict(args.ckpt, data, tmp / ("fast" if fast else "eager"), args.threads,
+                              fast)
+            row["repeat"] = r
+            runs.append(row)
+            print(f"  {row['path']:10s} {row['fps_end_to_end']:.2f} frames/s, model "
+                  f"{row['model_ms']:.1f} ms, stages {row['stage_ms']}", flush=True)
+    result["runs"] = runs
+    result["fast_vs_eager_pixel_agreement"] = agreement(tmp / "eager", tmp / "fast")
+    summary = {}
+    for path in ("eager-fp32", "jit-fp32"):
+        rs = [r for r in runs if r["path"] == path]
+        summary[path] = {
+            "fps_end_to_end_median": round(statistics.median(r["fps_end_to_end"] for r in rs), 2),
+            "model_ms_median": round(statistics.median(r["model_ms"] for r in rs), 2),
+            "cpu_ms_per_frame_median": round(statistics.median(r["cpu_ms_per_frame"]
+                                                               for r in rs), 2)}
+    result["summary"] = summary
+    result["load_average_after"] = list(os.getloadavg())
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    from fasterseg.utils.io import write_json
+
+    write_json(args.out, result)
+    print(json.dumps(summary), f"agreement {result['fast_vs_eager_pixel_agreement']:.6f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
