@@ -89,6 +89,13 @@ def pixel_agreement(pred: Predictor, check: Sequence[torch.Tensor], ref: Sequenc
     return same / total
 
 
+def _jsonable(info: Any) -> dict[str, Any]:
+    """A path's ``info`` as plain JSON types (engines may put numpy scalars or paths in it)."""
+    from fasterseg.utils.io import json_dumps
+
+    return json.loads(json_dumps(dict(info or {}), default=str))
+
+
 def _stats(times: list[float]) -> dict[str, Any]:
     from fasterseg.bench.runner import percentile
 
@@ -205,7 +212,7 @@ def choose_and_build(
             say(f"  {name:<18} failed: {_first_line(e)}")
             logger.debug("candidate %s failed", name, exc_info=True)
             continue
-        row["info"] = dict(getattr(pred, "info", {}) or {})
+        row["info"] = _jsonable(getattr(pred, "info", None))
         if row["agreement"] < min_agreement:
             row["rejected"] = f"agreement {row['agreement']:.4f} < {min_agreement:g}"
         built[name] = pred
@@ -290,7 +297,7 @@ def build_checked(
     with torch.inference_mode():
         ref = [model(x).argmax(1).to(torch.uint8) for x in check]  # fp32 eager, CPU
     info.update(agreement=pixel_agreement(pred, check, ref), check=kinfo,
-                path_info=dict(getattr(pred, "info", {}) or {}))
+                path_info=_jsonable(getattr(pred, "info", None)))
     return pred, info
 
 

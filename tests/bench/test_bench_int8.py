@@ -64,13 +64,14 @@ def test_bench_cli_int8_json(tmp_path, capsys, trained_tiny):
 
     ckpt = tmp_path / "tiny.pt"
     torch_save({"arch": trained_tiny.arch.to_dict(), "model": trained_tiny.state_dict()}, ckpt)
+    pytest.importorskip("fasterseg.deploy.int8")  # bench --dtype int8 runs the new int8 path
     rc = main(["bench", str(ckpt), "--size", "64x128", "--threads", "1", "--seconds", "0.1",
-               "--dtype", "int8", "--json"])
+               "--dtype", "int8", "--check-images", "2", "--json"])
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0
     assert {"latency_ms", "fps", "agreement", "quant_engine", "calibration_images"} <= set(res)
-    assert res["dtype"] == "int8" and res["backend"] == "torch" and res["fuse_bn"]
-    assert res["bias_correction"] is True and res["calibration_images"] == 8
+    assert res["dtype"] == "int8" and res["calibration_images"] == 8
+    assert res["check"]["split"] == "val" and res["calibration"]["split"] == "train"
     assert res["latency_ms"] > 0 and 0.8 < res["agreement"] <= 1.0
 
 
@@ -100,12 +101,13 @@ def test_keep_fp32_and_observer(trained_tiny):
         quantize_int8(trained_tiny, SIZE, cal, observer="percentile")
 
 
-def test_bench_cli_keep_fp32_user_error(capsys):
+def test_bench_cli_deprecated_int8_flags_and_user_error(capsys):
     from fasterseg.cli.main import main
 
+    # --keep-fp32 / --observer belonged to the torch.ao path: now a one-line warning each
     assert main(["bench", "fasterseg_student", "--size", "64x128", "--dtype", "int8",
-                 "--seconds", "0.1", "--calibration-images", "1", "--keep-fp32", "net.nope"]) == 1
-    assert "--keep-fp32: no module 'net.nope'" in capsys.readouterr().err
-    assert main(["bench", "fasterseg_student", "--size", "64x128", "--dtype", "int8",
+                 "--keep-fp32", "net.nope", "--observer", "minmax",
                  "--calibration-images", "0"]) == 1
-    assert "--calibration-images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--keep-fp32 is deprecated and ignored" in err and "--observer is deprecated" in err
+    assert "--calibration-images" in err
