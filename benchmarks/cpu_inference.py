@@ -256,6 +256,7 @@ def run_auto(args) -> None:
         entry.update(weights=info.get("weights"), agreement_meaningful=meaningful,
                      notes=notes, speedup_vs_eager=eager / c["latency_ms"], choice=choice)
         result["configs"].append(entry)
+        write_json(args.out, result)  # each configuration lands as soon as it is measured
     result["load_average_end"] = list(os.getloadavg())
     print(f"wrote {write_json(args.out, result)}")
 
