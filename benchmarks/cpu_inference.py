@@ -204,13 +204,17 @@ AUTO_CONFIGS = {
 def run_auto(args) -> None:
     """``--auto``: the chooser of ``bench --auto`` on each configuration (module docstring)."""
     from fasterseg.deploy.auto import choose, format_table, machine_info, versions
+    from fasterseg.deploy.paths import CANDIDATES, runs_on
+
+    skip = {n for n in args.skip.split(",") if n}
+    candidates = [n for n in CANDIDATES if runs_on(n, "cpu") and n not in skip] if skip else None
 
     result: dict = {
         "benchmark": "cpu_inference_auto", "batch": 1, "threads": args.threads,
         "seconds_per_candidate": args.seconds, "rounds": args.rounds,
         "min_agreement": args.min_agreement, "machine": machine_info("cpu"),
         "versions": versions(), "load_average_start": list(os.getloadavg()),
-        "note": args.note, "configs": [],
+        "note": args.note, "skipped_candidates": sorted(skip), "configs": [],
     }
     for name in [c for c in args.configs.split(",") if c]:
         if name not in AUTO_CONFIGS:
@@ -242,7 +246,8 @@ def run_auto(args) -> None:
                         calibration_images=args.calibration_images,
                         check_images=args.check_images if size[0] <= 512 else 2,
                         min_agreement=args.min_agreement, seconds=args.seconds,
-                        rounds=args.rounds, progress=lambda line: print(line, flush=True))
+                        rounds=args.rounds, candidates=candidates,
+                        progress=lambda line: print(line, flush=True))
         if calib_spec is not None:  # no machine path in results
             choice["calibration"]["spec"] = "camvid:../shared/data/camvid"
             for k in ("calibration", "check"):
@@ -281,7 +286,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds in phase 2")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="cpu: process CPU time (only with --threads 1)")
-    ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated variants (--auto: candidates) to leave out")
     ap.add_argument("--model", default="fasterseg_student",
                     help="fasterseg_student (random weights) or a trained checkpoint .pt (needed "
                     "for a meaningful int8 agreement)")
