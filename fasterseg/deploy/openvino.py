@@ -1,0 +1,303 @@
+"""OpenVINO as an optional inference back end: fp32, bf16 and int8 (NNCF), and IR export.
+
+Many deployment users already run OpenVINO on their CPUs, so a FasterSeg network is converted
+once (``openvino.convert_model`` on the PyTorch module, traced at a fixed input size) and
+compiled for the CPU with the latency hint:
+
+- ``fp32``: the converted model as is (inference precision forced to f32, so the CPU plugin never
+  lowers it on its own);
+- ``bf16``: the same model with ``INFERENCE_PRECISION_HINT=bf16``. On a CPU without native bf16
+  (AVX-512 BF16 / AMX) the plugin does not emulate bf16: it runs f32. ``info`` reports the
+  precision the compiled model actually runs (``inference_precision``) and the CPU's own list
+  (``cpu_capabilities``), so a bf16 request that ran f32 is visible;
+- ``int8``: NNCF post-training quantization (``nncf.quantize``) of the converted model on the
+  given calibration images (real images of the model's dataset, see
+  ``fasterseg.deploy.calibration``).
+
+``openvino`` and ``nncf`` are optional (``pip install 'fasterseg[openvino]'``) and imported only
+when used: without them ``openvino_version()`` is None and every entry point is a one-line
+``UserError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fasterseg.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+OVDType = Literal["fp32", "bf16", "int8"]
+DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
+INSTALL = "pip install 'fasterseg[openvino]'"
+_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8 regardless
+
+
+def _import_openvino() -> Any:
+    """The ``openvino`` module, or a one-line ``UserError`` with the install hint."""
+    try:
+        import openvino
+    except ImportError:
+        raise UserError(f"OpenVINO is not installed: {INSTALL}") from None
+    return openvino
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO version (e.g. ``2026.4.1``), None when it is not installed."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return str(openvino.get_version()).split("-")[0]
+
+
+def nncf_version() -> str | None:
+    """The installed NNCF version (OpenVINO's int8 quantizer), None when it is not installed."""
+    if importlib.util.find_spec("nncf") is None:
+        return None
+    try:
+        import nncf
+    except ImportError:
+        return None
+    return str(nncf.__version__)
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise UserError(f"unknown OpenVINO dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return dtype
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    if len(size) != 2 or min(int(s) for s in size) < 1:
+        raise UserError(f"input size must be HxW with positive sides, got {size}")
+    return int(size[0]), int(size[1])
+
+
+def convert(model: nn.Module, size: tuple[int, int]) -> Any:
+    """The fp32 ``openvino.Model`` of ``model`` for input ``[1, 3, H, W]`` (fixed shape).
+
+    The PyTorch front end traces the module on a zero image; bilinear ``align_corners=True``
+    resizes become one ``Interpolate`` (mode linear, ``align_corners``), as in the ONNX export.
+    The caller's model is left untouched (a deep copy is traced).
+    """
+    ov = _import_openvino()
+    net = copy.deepcopy(model).eval().float().cpu()
+    example = torch.zeros(1, 3, *size)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(net, example_input=example, input=[(1, 3, *size)])
+    except Exception as e:  # the front end reports unsupported ops as long multi-line messages
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"OpenVINO could not convert the model: {first}") from None
+    ov_model.inputs[0].get_tensor().set_names({"image"})
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    return ov_model
+
+
+def quantize_nncf(ov_model: Any, calib: Sequence[torch.Tensor]) -> Any:
+    """NNCF post-training int8 quantization of ``ov_model`` on ``calib`` ([1, 3, H, W] images).
+
+    Symmetric int8 weights and activations (the ``PERFORMANCE`` preset: what the CPU plugin runs
+    fastest), with NNCF's fast bias correction; every calibration image is used.
+    """
+    try:
+        import nncf
+    except ImportError:
+        raise UserError(f"OpenVINO int8 needs NNCF, which is not installed: {INSTALL}") from None
+    if not calib:
+        raise UserError("OpenVINO int8 needs calibration images (none were given)")
+    shape = tuple(ov_model.inputs[0].get_partial_shape().to_shape())
+    arrays = []
+    for t in calib:
+        a = t.detach().float().cpu().numpy()
+        if a.ndim == 3:
+            a = a[None]
+        if tuple(a.shape) != shape:
+            raise UserError(f"calibration image of shape {list(a.shape)} does not match the "
+                            f"model input {list(shape)}")
+        arrays.append(np.ascontiguousarray(a))
+    with _quiet_nncf():
+        return nncf.quantize(ov_model, nncf.Dataset(arrays), subset_size=len(arrays),
+                             preset=nncf.QuantizationPreset.PERFORMANCE,
+                             target_device=nncf.TargetDevice.CPU)
+
+
+@contextlib.contextmanager
+def _quiet_nncf():
+    """NNCF logs progress bars and INFO lines to stdout; keep library output to warnings."""
+    log = logging.getLogger("nncf")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def compile_config(dtype: str, threads: int | None) -> dict[str, str]:
+    """CPU plugin properties: latency hint (one stream), inference precision, thread count."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _PRECISION[dtype]}
+    if threads is not None:
+        if int(threads) < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
+        config["INFERENCE_NUM_THREADS"] = str(int(threads))
+    return config
+
+
+class OpenVINOPredictor:
+    """An OpenVINO model compiled for the CPU at one input size (batch 1 per inference)."""
+
+    backend = "openvino"
+
+    def __init__(self, ov_model: Any, dtype: str, size: tuple[int, int], threads: int | None,
+                 info: dict[str, Any]) -> None:
+        ov = _import_openvino()
+        self.name = f"openvino-{dtype}"
+        self.dtype = dtype
+        self.size = size
+        self.model = ov_model  # kept for save()
+        core = ov.Core()
+        config = compile_config(dtype, threads)
+        try:
+            self.compiled = core.compile_model(ov_model, "CPU", config)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"OpenVINO could not compile the model for the CPU: {first}") from None
+        self.request = self.compiled.create_infer_request()
+        ran = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.info = {
+            "openvino": openvino_version(),
+            "device": "CPU",
+            "cpu": str(core.get_property("CPU", "FULL_DEVICE_NAME")),
+            "cpu_capabilities": [str(c) for c in core.get_property("CPU",
+                                                                   "OPTIMIZATION_CAPABILITIES")],
+            "requested_precision": _PRECISION[dtype],
+            "inference_precision": ran,
+            "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            "performance_hint": "LATENCY",
+            **info,
+        }
+        if dtype == "bf16" and ran != "bf16":
+            self.info["note"] = (f"this CPU has no native bf16: OpenVINO ignored the bf16 hint "
+                                 f"and runs {ran}")
+            logger.warning("openvino-bf16: %s", self.info["note"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` fp32 -> fp32 logits ``[B, C, H, W]`` (one inference per image)."""
+        x = x.detach().float().cpu()
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, *self.size):
+            raise UserError(f"openvino path was compiled for [B, 3, {self.size[0]}, "
+                            f"{self.size[1]}] inputs, got {list(x.shape)}")
+        outs = []
+        for i in range(x.shape[0]):
+            self.request.infer({0: np.ascontiguousarray(x[i:i + 1].numpy())}, share_inputs=True)
+            outs.append(torch.from_numpy(self.request.get_output_tensor(0).data.copy()))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def save(self, path: str | Path) -> Path:
+        """OpenVINO IR: ``path`` with suffix ``.xml`` plus the ``.bin`` beside it."""
+        return save_ir(self.model, path, self.dtype)
+
+
+def _type_name(t: Any) -> str:
+    """``openvino.Type.f32`` -> ``f32`` (what the CPU plugin reports as inference precision)."""
+    return str(t.get_type_name()) if hasattr(t, "get_type_name") else str(t)
+
+
+def save_ir(ov_model: Any, path: str | Path, dtype: str = "fp32") -> Path:
+    """Write ``ov_model`` as IR (``.xml`` + ``.bin``) atomically; returns the ``.xml`` path.
+
+    Weights are stored at full precision (no fp16 compression), so an fp32 IR computes what the
+    PyTorch model does; a bf16 IR records the bf16 hint in its runtime options, which
+    ``compile_model`` applies on CPUs that have bf16.
+    """
+    ov = _import_openvino()
+    xml = Path(path).with_suffix(".xml")
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    if dtype == "bf16":
+        ov_model = ov_model.clone()
+        ov_model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    tmp = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", suffix=".tmp", dir=xml.parent))
+    try:
+        ov.save_model(ov_model, str(tmp / xml.name), compress_to_fp16=False)
+        os.replace(tmp / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+        os.replace(tmp / xml.name, xml)
+    except OSError as e:
+        raise UserError(f"cannot write OpenVINO IR {xml}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def _prepare(model: nn.Module, size: Sequence[int], dtype: str,
+             calib: list[torch.Tensor] | None) -> tuple[Any, dict[str, Any]]:
+    """Convert (and for int8 quantize) ``model``: (openvino.Model, info)."""
+    _import_openvino()
+    _check_dtype(dtype)
+    size = _check_size(size)
+    if dtype == "int8":
+        if nncf_version() is None:
+            raise UserError(f"OpenVINO int8 needs NNCF, which is not installed: {INSTALL}")
+        if not calib:
+            raise UserError("OpenVINO int8 needs calibration images (none were given)")
+    ov_model = convert(model, size)
+    info: dict[str, Any] = {"convert": "openvino.convert_model (PyTorch front end)",
+                            "input": [1, 3, *size]}
+    if dtype == "int8":
+        ov_model = quantize_nncf(ov_model, calib or [])
+        info.update(quantizer="nncf.quantize", nncf=nncf_version(), preset="performance",
+                    calibration_images=len(calib or []))
+    return ov_model, info
+
+
+def compile_openvino(
+    model: nn.Module,
+    size: tuple[int, int],
+    dtype: str = "fp32",
+    *,
+    threads: int | None = None,
+    calib: list[torch.Tensor] | None = None,
+) -> OpenVINOPredictor:
+    """``model`` (fp32, eval; left untouched) as an OpenVINO CPU ``Predictor`` at ``size``.
+
+    ``dtype``: ``fp32``, ``bf16`` (inference-precision hint; f32 on CPUs without bf16, see
+    ``info["inference_precision"]``) or ``int8`` (NNCF on ``calib``, normalised ``[1, 3, H, W]``
+    images, e.g. from ``fasterseg.deploy.calibration.calibration_images``). ``threads``: the CPU
+    plugin's inference threads (default: OpenVINO's choice). Errors are one-line ``UserError``s.
+    """
+    ov_model, info = _prepare(model, size, dtype, calib)
+    return OpenVINOPredictor(ov_model, dtype, _check_size(size), threads, info)
+
+
+def export_ir(
+    model: nn.Module,
+    path: str | Path,
+    size: tuple[int, int],
+    dtype: str = "fp32",
+    calib: list[torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` as OpenVINO IR for input ``[1, 3, H, W]``: the ``.xml`` (returned) and
+    the ``.bin`` beside it. Input ``image`` (normalised fp32), output ``logits`` (fp32 at the
+    input size). int8 quantizes with NNCF on ``calib``; bf16 is a runtime hint stored in the IR.
+    """
+    ov_model, _ = _prepare(model, size, dtype, calib)
+    return save_ir(ov_model, path, dtype)
