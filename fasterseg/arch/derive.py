@@ -33,14 +33,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from fasterseg.arch.archparams import combo_key, space_from_params, validate_archparams
+from fasterseg.arch.archparams import space_from_params, validate_archparams
+from fasterseg.arch.branch_choice import (  # re-exported: tests and callers import them here
+    MNAS_W,
+    PAPER_TARGET_MS,
+    PUBLISHED_STUDENT_MS,
+    MissingKeyError,
+    cached_latency,
+    choose_branches,
+    latency_target,
+    load_lut,
+    mac_proxy_fn,
+    objective,  # noqa: F401
+    published_student,
+    table_latency_fn,
+)
+from fasterseg.arch.derive_report import derive_official_params, role_provenance
 from fasterseg.arch.schema import Arch, Branch, Cell
 from fasterseg.config.search_space import SearchSpaceConfig
 from fasterseg.errors import UserError
@@ -52,16 +65,14 @@ Role = Literal["teacher", "student"]
 # branch downsamples at row k in 1..L-4 (2..13 cells at 1/8, >= 3 at 1/16); a 1/32 branch at
 # i + 1 and j + 2 with 1 <= i <= j - 2, j <= L - 5 (>= 3 at 1/8, >= 3 at 1/16, >= 2 at 1/32).
 DEFAULT_MIN_SEG: tuple[tuple[int, ...], ...] = ((2, 3), (3, 3, 2))
-PAPER_TARGET_MS = 8.3  # paper appendix B, 1080Ti + TensorRT
-PUBLISHED_STUDENT_MS = 6.26  # the authors' LUT latency of the published student on that device
 
 
 @dataclass(frozen=True)
 class DeriveRules:
     """Parameters of the derivation (recorded in every derived file's provenance)."""
 
-    w_below: float = -0.07  # MnasNet exponent when LAT <= T (paper alpha)
-    w_above: float = -0.07  # ... when LAT > T (paper beta)
+    w_below: float = MNAS_W  # MnasNet exponent when LAT <= T (paper alpha)
+    w_above: float = MNAS_W  # ... when LAT > T (paper beta)
     min_len: int | None = None  # None: round(L / 3) + 2 * (index of the branch's last scale)
     # Minimum cells per rate of a branch, one entry per branch depth: an entry of n numbers is the
     # branch through the first n rates (first number = cells at 1/8). The defaults are the
@@ -324,93 +335,6 @@ def derive_branch(
 
 
 # --------------------------------------------------------------------------------------------
-# Latency of candidates and the branch-selection objective.
-
-
-def objective(acc: float, lat: float, target: float, rules: DeriveRules = DeriveRules()) -> float:
-    """MnasNet objective ``ACC x (LAT / T) ** w`` (paper appendix B)."""
-    w = rules.w_below if lat <= target else rules.w_above
-    return float(acc) * (float(lat) / float(target)) ** w
-
-
-def load_lut(lut: Any) -> Any:
-    """A path / ``LatencyTable`` / None -> ``LatencyTable`` or None."""
-    if lut is None or not isinstance(lut, (str, Path)):
-        return lut
-    from fasterseg.latency.table import LatencyTable
-
-    return LatencyTable.load(lut)
-
-
-def table_latency_fn(table: Any) -> Callable[[Arch], float]:
-    """Discrete latency (ms) of an ``Arch`` from a latency table at the table's input size."""
-    from fasterseg.latency.model import discrete_latency
-
-    ncls = table.meta.get("num_classes")
-
-    def lat(arch: Arch) -> float:
-        # the head's entries are keyed by the class count the table was measured with
-        return float(discrete_latency(arch.with_num_classes(ncls) if ncls else arch, table))
-
-    return lat
-
-
-def mac_proxy_fn(size: tuple[int, int] = (256, 512)) -> Callable[[Arch], float]:
-    """MAC count (GMACs at ``size``) of the built network: a hardware-free latency proxy."""
-    import torch
-
-    from fasterseg.models import build_model
-    from fasterseg.utils.complexity import count_macs
-
-    def macs(arch: Arch) -> float:
-        with torch.device("meta"):  # no weight allocation or init: counting only needs shapes
-            model = build_model(arch)
-        return count_macs(model, size)[0] / 1e9
-
-    return macs
-
-
-def published_student() -> Arch:
-    from fasterseg.arch.schema import load_arch, published_arch_path
-
-    return load_arch(published_arch_path("fasterseg_student"))
-
-
-def choose_branches(
-    candidates: dict[tuple[int, ...], Arch],
-    scores: dict[str, Any],
-    latency: Callable[[Arch], float],
-    target: float,
-    rules: DeriveRules = DeriveRules(),
-) -> tuple[tuple[int, ...], list[dict]]:
-    """The candidate rate set with the best objective; also a table of all evaluated candidates.
-
-    Candidates without a supernet score are not eligible (noted in the table).
-    """
-    rows, best, best_key = [], -math.inf, None
-    for rates, arch in candidates.items():
-        key = combo_key(rates)
-        sc = scores.get(key)
-        row: dict[str, Any] = {"branches": list(rates), "key": key}
-        if not sc or sc.get("miou") is None:
-            row["note"] = "no supernet score for this combination"
-            rows.append(row)
-            continue
-        lat = float(latency(arch))
-        obj = objective(sc["miou"], lat, target, rules)
-        row.update(miou=float(sc["miou"]), latency=lat, objective=obj)
-        rows.append(row)
-        if obj > best:
-            best, best_key = obj, rates
-    if best_key is None:
-        raise UserError(
-            "no branch combination has a supernet score (branch_scores needs entries like "
-            f"{', '.join(repr(combo_key(r)) for r in candidates)})"
-        )
-    return best_key, rows
-
-
-# --------------------------------------------------------------------------------------------
 # Whole derivation.
 
 
@@ -457,7 +381,7 @@ def derive_from_params(
     src = source or params.get("source") or "arch_params.json"
     scores_all = params.get("branch_scores") or {}
     if compat == "official":
-        return _derive_official_params(params, space, num_classes, src)
+        return derive_official_params(params, space, num_classes, src)
     if compat is not None:
         raise UserError(f"unknown compat mode {compat!r} (only 'official')")
     b = b if b is not None else space.num_branches
@@ -475,8 +399,8 @@ def derive_from_params(
     else:
         lat_fn, kind, unit = mac_proxy_fn(), "mac_proxy", "GMACs@256x512"
         logger.info("no latency table: branch choice uses a MAC-count proxy for latency")
-    lat_fn = _cached(lat_fn)
-    target, target_note = _target(target_ms, lat_fn, kind, params)
+    lat_fn = cached_latency(lat_fn)
+    target, target_note = latency_target(target_ms, lat_fn, kind, params)
     report["latency"] = {"kind": kind, "unit": unit, "target": target, "target_note": target_note}
 
     archs: dict[str, Arch | None] = {"teacher": None, "student": None}
@@ -497,8 +421,6 @@ def derive_from_params(
             try:
                 rates, rows = choose_branches(cands, scores, lat_fn, target, rules)
             except UserError as e:
-                from fasterseg.latency.table import MissingKeyError
-
                 if kind != "lut" or not isinstance(e, MissingKeyError):
                     raise
                 # the table does not cover this role's candidates (e.g. a student-only table):
@@ -516,20 +438,11 @@ def derive_from_params(
             lat = float(lat_fn(arch))
         except UserError as e:  # a table that does not cover this net: report, do not fail
             report.setdefault("warnings", []).append(f"{role}: latency unavailable: {e}")
-        prov = {
-            "source": src,
-            "role": role,
-            "epoch": params.get("epoch"),
-            "stage": params.get("stage"),
-            "rules": {**rules_dict(rules), "num_branches": b, "target": target,
-                      "latency_kind": kind},
-            "branch_scores": {r["key"]: r.get("miou") for r in rows if "key" in r},
-            "candidates": rows,
-            "latency": {"kind": kind, "unit": unit, "value": lat},
-        }
-        if table is not None:
-            keys = ("backend", "device_name", "dtype", "input_size")
-            prov["lut"] = {k: table.meta.get(k) for k in keys}
+        prov = role_provenance(
+            params, role, src,
+            {**rules_dict(rules), "num_branches": b, "target": target, "latency_kind": kind},
+            rows, {"kind": kind, "unit": unit, "value": lat}, table,
+        )
         name = f"derived_{role}"
         archs[role] = Arch(name, num_classes, arch.stem_ratio, arch.head_ratio, arch.branches, prov)
         report[role] = {"branches": list(rates), "candidates": rows, "latency": lat,
@@ -550,57 +463,3 @@ def _check_min_seg(min_seg: Sequence[Sequence[int]]) -> None:
     if len(set(lengths)) != len(lengths):
         entries = [list(e) for e in min_seg]
         raise UserError(f"min_seg has two entries for the same branch: {entries}")
-
-
-def _cached(fn: Callable[[Arch], float]) -> Callable[[Arch], float]:
-    """Memoise a latency function on the network structure (names/provenance ignored)."""
-    memo: dict[tuple, float] = {}
-
-    def wrapped(arch: Arch) -> float:
-        key = (arch.num_classes, arch.stem_ratio, arch.head_ratio, arch.branches)
-        if key not in memo:
-            memo[key] = fn(arch)
-        return memo[key]
-
-    return wrapped
-
-
-def _target(
-    target_ms: float | None, lat_fn: Callable[[Arch], float], kind: str, params: dict
-) -> tuple[float, str]:
-    if target_ms is not None:
-        if target_ms <= 0:
-            raise UserError(f"--target-ms must be positive, got {target_ms}")
-        return float(target_ms), "given"
-    try:
-        ref = float(lat_fn(published_student()))
-    except UserError:  # table does not cover the published student (e.g. a tiny space)
-        fallback = float(params.get("latency_target_ms") or PAPER_TARGET_MS)
-        logger.warning(
-            "the latency table does not cover the published student, so the 8.3 ms target cannot "
-            "be scaled to its device; using T = %.3g (pass --target-ms to set it)", fallback
-        )
-        return fallback, "unscaled (table does not cover the published student)"
-    if kind == "mac_proxy":
-        note = "MAC proxy: published student x 8.3/6.26"
-    else:
-        note = f"8.3 ms x {ref:.3f} / 6.26 (published student here)"
-    return ref * PAPER_TARGET_MS / PUBLISHED_STUDENT_MS, note
-
-
-def _derive_official_params(
-    params: dict, space: SearchSpaceConfig, num_classes: int, src: str
-) -> tuple[Arch | None, Arch | None, dict]:
-    from fasterseg.arch.official import derive_compat
-
-    out: dict[str, Arch | None] = {"teacher": None, "student": None}
-    report: dict[str, Any] = {"compat": "official", "source": src}
-    scores_all = params.get("branch_scores") or {}
-    for role in ("teacher", "student"):
-        if params.get(role) is None:
-            continue
-        arch, rep = derive_compat(params[role], role, scores_all.get(role) or {}, space,
-                                  num_classes, provenance={"source": src, "compat": "official"})
-        out[role] = arch
-        report[role] = {"branches": rep["branches"], "objectives": rep["objectives"]}
-    return out["teacher"], out["student"], report

@@ -38,6 +38,18 @@ from fasterseg.engine.cost import CostMeter, peak_memory_mb
 from fasterseg.engine.losses import OhemCrossEntropy, SegLoss, kd_loss
 from fasterseg.engine.seed import seed_everything, set_deterministic
 from fasterseg.engine.signals import deferred_signals
+from fasterseg.engine.train_steps import (
+    better,
+    check_labelled,
+    diverged_message,
+    diverged_weights_message,
+    eval_due,
+    finite_or_none,
+)
+from fasterseg.engine.train_steps import (  # old names: tests patch and import them here
+    nonfinite_tensors as _nonfinite_tensors,
+)
+from fasterseg.engine.train_steps import validate as _validate
 from fasterseg.engine.valcheck import check_val_files
 from fasterseg.errors import UserError
 from fasterseg.utils.io import write_json
@@ -83,14 +95,6 @@ def load_teacher(
     if channels_last:
         teacher.to(memory_format=torch.channels_last)
     return teacher
-
-
-def _eval_due(cfg_train, epoch_done: int) -> bool:
-    """Validate after epoch 1, every ``eval_every`` epochs and after the last one."""
-    every = cfg_train.eval_every
-    if every <= 0:
-        return False
-    return epoch_done == 1 or epoch_done % every == 0 or epoch_done == cfg_train.epochs
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -223,7 +227,7 @@ def train(
             finite loss, e.g. on an epoch's last iteration). Same answer on every rank."""
             bad = _nonfinite_tensors(model)
             if bad:
-                raise TrainingDiverged(_diverged_weights_message(run_dir, pos, bad, lr))
+                raise TrainingDiverged(diverged_weights_message(run_dir, pos, bad, lr))
 
         def save(name: str, metric: dict | None = None) -> Path | None:
             nonlocal config_saved
@@ -269,20 +273,20 @@ def train(
                     save("last.pt")  # the epoch's training is safe before validation reads files
                 last_eval = _validate(model, ds_val, cfg, num_classes, label_dict, device, info,
                                       amp)
-                miou = _finite_or_none(last_eval["miou"])
+                miou = finite_or_none(last_eval["miou"])
                 if miou is None and info.is_main:
                     logger.warning("validation after epoch %d: no labelled pixel in its %d images, "
                                    "so mIoU is undefined (written as null); check the labels with"
                                    " `fasterseg data check`", record["epoch"], last_eval["images"])
-                record.update(val_miou=miou, val_aacc=_finite_or_none(last_eval["aacc"]),
-                              val_macc=_finite_or_none(last_eval["macc"]),
+                record.update(val_miou=miou, val_aacc=finite_or_none(last_eval["aacc"]),
+                              val_macc=finite_or_none(last_eval["macc"]),
                               val_images=last_eval["images"])
                 metric = {"name": "val_miou", "value": miou, "epoch": record["epoch"],
                           "step": pos["step"]}
             elif ds_val is None:
                 metric = {"name": "train_loss", "value": record["train_loss"],
                           "epoch": record["epoch"], "step": pos["step"]}
-            improved = metric is not None and _better(metric, best)
+            improved = metric is not None and better(metric, best)
             if improved:
                 best = metric
             pending, last_record = None, record
@@ -366,7 +370,7 @@ def train(
                             nonfinite.fill_(0.0 if torch.isfinite(loss.detach()) else 1.0)
                             D.all_reduce_max(nonfinite)
                             if nonfinite.item():
-                                msg = _diverged_message(run_dir, epoch, it, pos["step"], loss, lr)
+                                msg = diverged_message(run_dir, epoch, it, pos["step"], loss, lr)
                                 raise TrainingDiverged(msg)
                             scaler.scale(loss / tc.accumulate).backward()
                         step_loss += float(loss.detach()) / tc.accumulate
@@ -411,13 +415,13 @@ def train(
                 # ---- end of epoch: position moves to the start of the next epoch
                 if pos["iter"] >= tc.iters_per_epoch:
                     pos.update(epoch=epoch + 1, iter=0)
-                train_loss = _finite_or_none(_global_mean(loss_sum, loss_n, device))
-                _check_labelled(void_batches, batches_seen, epoch + 1, device, info, cfg)
+                train_loss = finite_or_none(_global_mean(loss_sum, loss_n, device))
+                check_labelled(void_batches, batches_seen, epoch + 1, device, info, cfg)
                 record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "step": pos["step"],
                                           "lr": lr, "train_loss": train_loss,
                                           "epoch_seconds": time.perf_counter() - t_epoch,
                                           "peak_memory_mb": peak_memory_mb(device)}
-                validate = ds_val is not None and (_eval_due(tc, epoch + 1) or out_of_time)
+                validate = ds_val is not None and (eval_due(tc, epoch + 1) or out_of_time)
                 finish_epoch(record, validate)
                 if out_of_time:
                     logger.info("time budget of %.1f min reached after %d steps: stopped (resume "
@@ -443,63 +447,6 @@ def _main(outputs: Any) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-def _diverged_message(
-    run_dir: Path, epoch: int, it: int, step: int, loss: torch.Tensor, lr: float
-) -> str:
-    last = run_dir / "last.pt"
-    kept = f"last good checkpoint kept: {last}" if last.is_file() else "no checkpoint was saved yet"
-    return (f"loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {it + 1} (after "
-            f"{step} steps, lr {lr:.3g}); training stopped, {kept}. Try a lower train.lr, "
-            "train.grad_clip or train.amp=off")
-
-
-def _nonfinite_tensors(model: nn.Module) -> list[str]:
-    """Names of parameters / buffers (BN statistics too) holding NaN or inf; [] if all finite."""
-    items = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
-    if not items:
-        return []
-    ok = torch.stack([torch.isfinite(v).all() for _, v in items])
-    if bool(ok.all()):  # one device sync
-        return []
-    return [k for (k, _), good in zip(items, ok.tolist()) if not good]
-
-
-def _diverged_weights_message(run_dir: Path, pos: dict, bad: list[str], lr: float) -> str:
-    last = run_dir / "last.pt"
-    kept = f"last good checkpoint kept: {last}" if last.is_file() else "no checkpoint was saved yet"
-    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-    return (f"the weights became NaN/inf ({bad[0]}{more}) after {pos['step']} steps (lr "
-            f"{lr:.3g}), not saved; training stopped, {kept}. Try a lower train.lr, "
-            "train.grad_clip or train.amp=off")
-
-
-def _finite_or_none(v: float | None) -> float | None:
-    """JSON has no NaN: an undefined metric is written as null."""
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-def _check_labelled(void: int, seen: int, epoch: int, device: torch.device, info: D.DistInfo,
-                    cfg: TrainRunConfig) -> None:
-    """Warn about batches whose labels are all void; stop if a whole epoch had no labelled pixel.
-
-    Such batches give a zero loss: a run on all-void labels would "train" with loss 0 and a NaN
-    validation score instead of saying the labels are wrong.
-    """
-    t = torch.tensor([float(void), float(seen)], dtype=torch.float64, device=device)
-    D.all_reduce_sum(t)
-    void, seen = int(t[0]), int(t[1])
-    if not void:
-        return
-    check = f"`fasterseg data check {cfg.data.root or 'ROOT'} --preset {cfg.data.preset}`"
-    if void == seen:
-        raise UserError(f"epoch {epoch}: none of its {seen} training batches has a labelled pixel "
-                        f"(every label is void/ignore), so there is nothing to learn; check the "
-                        f"labels with {check}")
-    if info.is_main:
-        logger.warning("epoch %d: %d of %d training batches had no labelled pixel (all "
-                       "void/ignore); check the labels with %s", epoch, void, seen, check)
-
-
 def _forward_train(net: nn.Module, x: torch.Tensor):
     try:
         return net(x)
@@ -523,31 +470,6 @@ def _global_mean(total: float, n: int, device: torch.device) -> float:
     t = torch.tensor([total, float(n)], dtype=torch.float64, device=device)
     D.all_reduce_sum(t)
     return float(t[0] / t[1]) if t[1] > 0 else math.nan
-
-
-def _better(metric: dict, best: dict | None) -> bool:
-    v = metric["value"]
-    if v is None or v != v:
-        return best is None
-    if best is None or best.get("value") is None or best["value"] != best["value"]:
-        return True
-    if best.get("name") != metric["name"]:
-        return True
-    return v < best["value"] if metric["name"].endswith("loss") else v > best["value"]
-
-
-def _validate(model: nn.Module, ds_val, cfg: TrainRunConfig, num_classes: int, label_dict: dict,
-              device: torch.device, info: D.DistInfo, amp: str = "off") -> dict:
-    from fasterseg.data import build_eval_loader
-    from fasterseg.evaluation import evaluate
-
-    loader = build_eval_loader(ds_val, workers=cfg.data.workers, distributed=info.enabled)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    m = evaluate(model, loader, num_classes=num_classes, device=device,
-                 ignore_index=label_dict["ignore_index"], class_names=label_dict["class_names"],
-                 max_images=cfg.train.eval_max_images, amp_dtype=amp_dtype)
-    m.pop("confusion", None)
-    return m
 
 
 def _class_weights(tc, ds_train, num_classes: int) -> torch.Tensor | None:
