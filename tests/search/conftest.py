@@ -19,7 +19,7 @@ TINY = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a pure factory: module-scoped fixtures can use it too
 def tiny_cfg():
     """``make(**search_overrides) -> SearchRunConfig`` of the tiny search (L=4, 64x128)."""
     from fasterseg.config.search import SearchRunConfig

@@ -6,34 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fasterseg.config.core import from_dict
-
-TINY = {
-    "data": {"preset": "synthetic", "synthetic_size": [64, 128], "synthetic_train": 8,
-             "synthetic_val": 1, "downsample": 1, "scales": [1.0], "workers": 0},
-    "space": {"num_layers": 4, "ratios": [4, 8], "teacher_stem_ratio": 8, "teacher_head_ratio": 8},
-    "search": {"pretrain_epochs": 1, "search_epochs": 1, "iters_per_epoch": 2,
-               "pretrain_crop_size": [64, 128], "crop_size": [64, 128], "pretrain_batch_size": 2,
-               "batch_size": 2, "sandwich_random": 1, "eval_every": 1, "val_max_images": 1,
-               "log_every": 1, "seed": 0, "deterministic": True, "latency_weight": 0.01},
-}
-
-
-def _cfg(**search):
-    from fasterseg.config.search import SearchRunConfig
-
-    d = json.loads(json.dumps(TINY))
-    d["search"].update(search)
-    return from_dict(SearchRunConfig, d)
+from fasterseg.config.core import to_dict
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, lut):
+def full_run(tmp_path_factory, lut, tiny_cfg):
     from fasterseg.engine.search_loop import search
 
     run = tmp_path_factory.mktemp("full")
     torch.manual_seed(0)
-    result = search(_cfg(), run, lut=str(lut))
+    result = search(tiny_cfg(), run, lut=str(lut))
     return run, result
 
 
@@ -73,15 +55,15 @@ def test_derive_from_the_search_output(full_run):
         assert y.shape[-2:] == (64, 128)
 
 
-def test_resume_after_a_kill_is_exact(full_run, tmp_path, lut):
+def test_resume_after_a_kill_is_exact(full_run, tmp_path, lut, tiny_cfg):
     from fasterseg.engine.search_loop import search
 
     run_full, full = full_run
     run = tmp_path / "killed"
     torch.manual_seed(0)
-    first = search(_cfg(), run, lut=str(lut), max_steps=3)  # stops mid search epoch
+    first = search(tiny_cfg(), run, lut=str(lut), max_steps=3)  # stops mid search epoch
     assert first.stopped_early and first.step == 3 and (run / "last.pt").is_file()
-    second = search(_cfg(), run, lut=str(lut), resume=True)
+    second = search(tiny_cfg(), run, lut=str(lut), resume=True)
     assert second.step == 4
     a, b = full.model.state_dict(), second.model.state_dict()
     assert a.keys() == b.keys()
@@ -96,25 +78,24 @@ def test_resume_after_a_kill_is_exact(full_run, tmp_path, lut):
                     assert torch.allclose(torch.tensor(x), torch.tensor(y), atol=1e-7), (role, name)
 
 
-def test_cli_without_lut_names_the_build_command(tmp_path, capsys):
+def test_cli_without_lut_names_the_build_command(tmp_path, capsys, tiny_cfg):
     import yaml
 
     from fasterseg.cli.main import main
 
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(TINY))
+    cfg.write_text(yaml.safe_dump(to_dict(tiny_cfg())))
     code = main(["search", "-c", str(cfg), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1 and "fasterseg latency build" in err and "latency_weight=0" in err
 
 
-def test_cli_json_and_next_step(tmp_path, capsys):
+def test_cli_json_and_next_step(tmp_path, capsys, tiny_cfg):
     import yaml
 
     from fasterseg.cli.main import main
 
-    d = json.loads(json.dumps(TINY))
-    d["search"].update(pretrain_epochs=0, iters_per_epoch=1, latency_weight=0.0, eval_every=0)
+    d = to_dict(tiny_cfg(pretrain_epochs=0, iters_per_epoch=1, latency_weight=0.0, eval_every=0))
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(d))
     code = main(["search", "-c", str(cfg), "--out", str(tmp_path / "run"), "--json"])
