@@ -186,9 +186,14 @@ class _SearchRun:
         self.run_phases = [p for p in PHASES if stage in ("all", p)]
 
         self.config_dict = to_dict(cfg)
+        # As in training: a resumed run keeps its config.yaml (what a plain --resume reads) until
+        # it has made progress, so a --set override that fails at once is not made permanent.
+        self.config_saved = not resume
+        self.resumed_step = self.pos["step"]
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            rundir.write_config(run_dir, self.config_dict)
+            if not resume:
+                rundir.write_config(run_dir, self.config_dict)
             rundir.write_env(run_dir, self.device, {"world_size": info.world_size, "stage": stage,
                                                     "amp": amp})
             if resume:
@@ -404,6 +409,9 @@ class _SearchRun:
         if not self.info.is_main:
             return None
         sc, state = self.sc, self.state
+        if not self.config_saved and self.pos["step"] > self.resumed_step:
+            rundir.write_config(self.run_dir, self.config_dict)  # the resumed run made progress
+            self.config_saved = True
         return ckpt_io.save_checkpoint(
             {
                 "kind": CKPT_KIND,
