@@ -11,6 +11,7 @@ import torch
 from fasterseg.engine.amp import autocast
 from fasterseg.engine.cost import peak_memory_mb
 from fasterseg.supernet import ARCHS, Supernet
+from fasterseg.utils.io import atomic_write
 
 
 @torch.no_grad()
@@ -125,12 +126,10 @@ def plot_history(history: list[dict], path: Path) -> Path | None:
     for a in axes.flat:
         a.set_xlabel("epoch")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:  # atomic: a kill leaves a temp file that a resume's stale-temp cleanup recognises
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), mode="wb")
+    finally:
+        plt.close(fig)
 
 
 def epoch_record(model: Supernet, phase: str, epoch: int, g_epoch: int, pos: dict, lr: float,
