@@ -120,8 +120,8 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     try:
         results = run_stages(out, stages, est, echo=print if args.verbose else None)
     except StageInterrupted as e:
-        print(f"interrupted during stage {e}; run the same command again to resume")
-        return 130
+        print(e.describe(), flush=True)
+        return e.code
     elapsed = time.perf_counter() - t0
     report = build_report(cfg, out, elapsed)
     print(f"report: {report}  ({elapsed:.0f} s)")

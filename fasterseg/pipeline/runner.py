@@ -4,13 +4,16 @@ Each stage runs ``python -m fasterseg.cli.main <command> ... --json`` with its o
 ``OUT/logs/<stage>.log``; its last stdout line (the command's JSON result) becomes the stage
 marker ``OUT/stages/<stage>.json``. Subprocesses keep memory bounded (each stage frees everything
 it allocated) and make Ctrl-C behave: the running command saves its checkpoint and the pipeline
-stops with exit 130; the same command later resumes there.
+stops with exit 130; the same command later resumes there. A stage stopped by SIGTERM (a
+scheduler's ``kill``; exit 143 or signal 15) is interrupted the same way and the pipeline exits
+143: it is not a failed stage.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,13 +21,44 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from fasterseg.engine.signals import exit_code
 from fasterseg.errors import UserError
 from fasterseg.pipeline.stages import Stage
 from fasterseg.utils.io import write_json
 
 
 class StageInterrupted(KeyboardInterrupt):
-    """The user pressed Ctrl-C during a stage; its command saved what it could."""
+    """Ctrl-C or SIGTERM stopped a stage; its command saved what it could.
+
+    ``code`` is the exit code to pass on (130 Ctrl-C, 143 SIGTERM); ``resume_from`` the run
+    directory whose checkpoint the next run of the same pipeline command continues from (None:
+    the stage starts over).
+    """
+
+    def __init__(self, stage: str, code: int = 130, resume_from: Path | None = None) -> None:
+        super().__init__(stage)
+        self.stage, self.code, self.resume_from = stage, code, resume_from
+
+    def describe(self) -> str:
+        """One line: which stage stopped, how, and how to go on."""
+        how = {130: "Ctrl-C", 143: "SIGTERM"}.get(self.code, f"exit {self.code}")
+        where = (f"it resumes from its checkpoint in {self.resume_from}" if self.resume_from
+                 else "it starts over")
+        return (f"interrupted during stage {self.stage} ({how}); run the same pipeline command "
+                f"again to resume: finished stages are skipped and {where}")
+
+
+def interrupt_code(rc: int) -> int | None:
+    """130 / 143 when a stage's exit status means Ctrl-C / SIGTERM, else None.
+
+    Our commands catch the signal, save and exit 130 / 143; a process killed by the signal
+    itself reports it as ``-2`` / ``-15``.
+    """
+    if rc in (130, -signal.SIGINT):
+        return 130
+    if rc in (143, -signal.SIGTERM):
+        return 143
+    return None
 
 
 def marker_path(out: Path, stage: Stage) -> Path:
@@ -57,6 +91,15 @@ def stage_argv(stage: Stage) -> list[str]:
     return argv
 
 
+def stage_command(argv: list[str]) -> list[str]:
+    """The subprocess that runs a stage's CLI arguments."""
+    return [sys.executable, "-m", "fasterseg.cli.main", *argv]
+
+
+def _interrupted(stage: Stage, code: int) -> StageInterrupted:
+    return StageInterrupted(stage.name, code, stage.run_dir if _resumable(stage) else None)
+
+
 def run_stage(
     out: Path, stage: Stage, echo: Callable[[str], None] | None = None, env: dict | None = None
 ) -> dict:
@@ -66,14 +109,17 @@ def run_stage(
         raise UserError(f"stage {stage.name} needs {missing[0]}, which an earlier stage should have made")
     t0 = time.perf_counter()
     if stage.func is not None:
-        result = stage.func()
+        try:
+            result = stage.func()
+        except KeyboardInterrupt as e:
+            raise _interrupted(stage, exit_code(e)) from None
         result = {**result, "stage_seconds": time.perf_counter() - t0}
         write_json(marker_path(out, stage), result)
         return result
     log_path = out / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = stage_argv(stage)
-    cmd = [sys.executable, "-m", "fasterseg.cli.main", *argv]
+    cmd = stage_command(argv)
     tail: deque[str] = deque(maxlen=20)
     last_json = None
     child_env = {**os.environ, **(env or {})}
@@ -98,11 +144,12 @@ def run_stage(
                     except json.JSONDecodeError:
                         pass
             rc = proc.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C reached the command too: let it save
             proc.wait()
-            raise StageInterrupted(stage.name) from None
-    if rc == 130:
-        raise StageInterrupted(stage.name)
+            raise _interrupted(stage, exit_code(e)) from None
+    code = interrupt_code(rc)
+    if code is not None:
+        raise _interrupted(stage, code)
     if rc != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise UserError(f"stage {stage.name} failed (exit {rc}): {last}  [log: {log_path}]")
