@@ -3,7 +3,8 @@
 ``fasterseg search`` writes it, ``fasterseg derive`` reads it. It holds the RAW (pre-softmax)
 architecture logits of the teacher and the student exactly as the supernet keeps them, the search
 space they belong to, and the supernet's validation mIoU per branch combination, so derivation is
-a pure function of this one file. Shapes and indexing (scale index ``j``, ``L`` layers)::
+a pure function of this one file (a ``miou`` of null means unknown: that combination is not
+eligible in the branch choice). Shapes and indexing (scale index ``j``, ``L`` layers)::
 
     alpha[j]  [L - j, |ops|]        row r <-> layer r + j
     beta[j]   [L - j - 1, 2]        row r <-> layer r + j + 1; col 0 = from down, 1 = from keep
@@ -131,8 +132,13 @@ def validate_archparams(params: Any, where: str = "arch params: ") -> dict:
         if role not in ROLES or not isinstance(per, dict):
             raise UserError(f"{where}branch_scores.{role} must be one of {ROLES} with an object")
         for key, val in per.items():
-            if not isinstance(val, dict) or not isinstance(val.get("miou"), (int, float)):
-                raise UserError(f"{where}branch_scores.{role}.{key}.miou must be a number")
+            # null (or NaN before writing, which the strict JSON writer turns into null): the
+            # head had no labelled pixel to score, so its mIoU is unknown
+            ok = isinstance(val, dict) and "miou" in val and (
+                val["miou"] is None or isinstance(val["miou"], (int, float)))
+            if not ok:
+                raise UserError(f"{where}branch_scores.{role}.{key}.miou must be a number or null "
+                                "(unknown)")
     target = params.get("latency_target_ms")
     if target is not None and (not isinstance(target, (int, float)) or target <= 0):
         raise UserError(f"{where}latency_target_ms must be a positive number or null")

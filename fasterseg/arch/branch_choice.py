@@ -75,7 +75,7 @@ def choose_branches(
         key = combo_key(rates)
         sc = scores.get(key)
         row: dict[str, Any] = {"branches": list(rates), "key": key}
-        if not sc or sc.get("miou") is None:
+        if not sc or sc.get("miou") is None or not math.isfinite(sc["miou"]):  # null: unknown
             row["note"] = "no supernet score for this combination"
             rows.append(row)
             continue

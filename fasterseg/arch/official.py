@@ -330,7 +330,7 @@ def derive_compat(
     for suffix, scales in OFFICIAL_COMBOS.items():
         key = combo_key([space.rates[s] for s in scales])
         sc = scores.get(key)
-        if not sc or "latency_ms" not in sc:
+        if not sc or sc.get("miou") is None or "latency_ms" not in sc:
             raise UserError(
                 f"compat='official' needs branch_scores.{role}.{key} with miou and latency_ms"
             )
