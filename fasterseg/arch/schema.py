@@ -31,23 +31,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fasterseg.config.search_space import OPERATORS
+from fasterseg.config.search_space import LIMITS, OPERATORS, RATES  # LIMITS, RATES re-exported
 from fasterseg.errors import UserError
 
 SCHEMA_ID = "fasterseg.arch/1"
-RATES = (8, 16, 32)
-
-# Allowed ranges (inclusive). The paper's space: L = 16 cells per branch, ratios {4..12}, stem and
-# head ratio 12 (teacher), 19 classes; 3x the cells and 2x the widths are allowed (the largest
-# such net has ~0.5 G parameters). num_classes stops at 254: labels are 8-bit, 255 = ignore.
-LIMITS: dict[str, tuple[int, int]] = {
-    "num_classes": (1, 254),
-    "stem_ratio": (1, 24),
-    "head_ratio": (1, 24),
-    "ratio": (1, 24),  # cell output expansion ratio chi
-    "cells": (1, 48),  # cells per branch
-    "name": (1, 128),  # characters
-}
+# LIMITS (allowed ranges, inclusive) and RATES live with the search space, which is bounded the
+# same way: fasterseg.config.search_space.
 MAX_PROVENANCE_CHARS = 1 << 20  # provenance is free-form, but not a place for megabytes
 MAX_FILE_BYTES = 4 << 20
 

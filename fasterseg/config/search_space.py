@@ -11,6 +11,22 @@ from dataclasses import dataclass, field
 from fasterseg.errors import UserError
 
 OPERATORS = ("skip", "conv", "zoomed_conv", "conv_x2", "zoomed_conv_x2")  # official index order
+RATES = (8, 16, 32)  # downsample rates an architecture file may use
+
+# Allowed ranges (inclusive) of the architecture file (``fasterseg.arch.schema`` uses them), here
+# so that a search space is bounded the same way: a space whose derived nets the schema would
+# refuse is refused before the search starts. The paper's space: L = 16 cells per branch, ratios
+# {4..12}, stem and head ratio 12 (teacher), 19 classes; 3x the cells and 2x the widths are
+# allowed (the largest such net has ~0.5 G parameters). num_classes stops at 254: labels are
+# 8-bit, 255 = ignore.
+LIMITS: dict[str, tuple[int, int]] = {
+    "num_classes": (1, 254),
+    "stem_ratio": (1, 24),
+    "head_ratio": (1, 24),
+    "ratio": (1, 24),  # cell output expansion ratio chi
+    "cells": (1, 48),  # cells per branch
+    "name": (1, 128),  # characters
+}
 
 
 @dataclass
@@ -30,15 +46,28 @@ class SearchSpaceConfig:
         return max(self.ratios)
 
     def validate(self) -> None:
-        if self.num_layers < 3:
-            raise UserError("config: space.num_layers must be >= 3")
-        if self.rates != sorted(set(self.rates)) or self.rates[0] != 8:
+        max_cells = LIMITS["cells"][1]
+        if not 3 <= self.num_layers <= max_cells:
+            raise UserError(f"config: space.num_layers must be between 3 and {max_cells} (the "
+                            f"architecture file's cells per branch), got {self.num_layers}")
+        if not self.rates or self.rates != sorted(set(self.rates)) or self.rates[0] != 8:
             raise UserError(f"config: space.rates must start at 8 and increase, got {self.rates}")
         for a, b in zip(self.rates, self.rates[1:]):
             if b != 2 * a:
                 raise UserError(f"config: space.rates must double at each step, got {self.rates}")
-        if not self.ratios or min(self.ratios) <= 0:
-            raise UserError(f"config: space.ratios must be positive integers, got {self.ratios}")
+        if self.rates[-1] > RATES[-1]:
+            raise UserError(f"config: space.rates must be at most {RATES[-1]} (the architecture "
+                            f"file's rates are {list(RATES)}), got {self.rates}")
+        lo, hi = LIMITS["ratio"]
+        if not self.ratios or not all(lo <= r <= hi for r in self.ratios):
+            raise UserError(f"config: space.ratios must be integers between {lo} and {hi}, got "
+                            f"{self.ratios}")
+        for role in ("teacher", "student"):
+            for part in ("stem", "head"):
+                name, (lo, hi) = f"{role}_{part}_ratio", LIMITS[f"{part}_ratio"]
+                v = getattr(self, name)
+                if not lo <= v <= hi:
+                    raise UserError(f"config: space.{name} must be between {lo} and {hi}, got {v}")
         bad = [o for o in self.operators if o not in OPERATORS]
         if bad:
             raise UserError(f"config: unknown operator {bad[0]!r} in space.operators ({OPERATORS})")
