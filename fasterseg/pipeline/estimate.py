@@ -76,57 +76,72 @@ def estimate_demo(stages: list[Stage]) -> tuple[dict[str, float], str]:
     return est, how
 
 
-def _effective(path: str, overrides: list[str]) -> dict:
-    """A stage's YAML with the pipeline's ``--set`` overrides applied (what the stage will run)."""
-    from fasterseg.config.core import apply_overrides
+def _effective(path: str, overrides: list[str], schema: type):
+    """A stage's config (YAML + the pipeline's ``--set`` overrides) through its schema, so the
+    estimate reads the values (and defaults) the stage will run with."""
+    from fasterseg.config.core import apply_overrides, from_dict
     from fasterseg.pipeline.paths import resolve_preset
 
     p = Path(resolve_preset(path))
     data = load_yaml(p) if p.is_file() else {}
-    return apply_overrides(data, overrides)
+    return from_dict(schema, apply_overrides(data, overrides))
 
 
 def estimate_pipeline(cfg: PipelineConfig, stages: list[Stage]) -> tuple[dict[str, float], str]:
     """Iterations x measured step time for training; the search as a multiple of a teacher step.
 
-    The published teacher and student stand in for the networks the search will find.
+    The published teacher and student stand in for the networks the search will find. Every
+    training stage (teacher, students, baseline, seed repeats, cross-sequence runs) is costed
+    from its own run settings: same budget, same cost, whatever the stage is called.
     """
     import torch
+
+    from fasterseg.config.search import SearchRunConfig
+    from fasterseg.config.train import TrainRunConfig
+    from fasterseg.pipeline.stages import train_runs
 
     device = cfg.device
     note = ""
     if device.startswith("cuda") and not torch.cuda.is_available():
         device, note = "cpu", " (CUDA is not available here: measured on this CPU, a GPU is far faster)"
     data_sets = cfg.data_overrides()
+    measured: dict[tuple, float] = {}
+
+    def step_seconds(arch: str, crop: tuple[int, int]) -> float:
+        key = (arch, tuple(crop))
+        if key not in measured:  # one probe per network and crop, however many stages use it
+            measured[key] = _train_step_seconds(arch, tuple(crop), device)
+        return measured[key]
 
     def train_cost(extra: list[str], arch: str, with_teacher: bool) -> tuple[float, float]:
-        c = _effective(cfg.train.config, data_sets + extra)
-        t, d = c.get("train", {}), c.get("data", {})
-        crop = tuple(d.get("crop_size", (512, 1024)))
-        batch = t.get("batch_size", 12)
-        step = _train_step_seconds(arch, crop, device) * batch
+        c = _effective(cfg.train.config, data_sets + extra, TrainRunConfig)
+        t, crop = c.train, c.data.crop_size
+        images = t.batch_size * t.accumulate  # per optimiser step
+        step = step_seconds(arch, crop) * images
         if with_teacher:  # frozen teacher forward ~ 1/3 of its training step
-            step += _train_step_seconds("fasterseg_teacher", crop, device) * batch / 3
-        total = t.get("epochs", 600) * t.get("iters_per_epoch", 1000) * step
-        budget = t.get("time_budget_min")
+            step += step_seconds("fasterseg_teacher", crop) * images / 3
+        total = t.epochs * t.iters_per_epoch * step
+        budget = t.time_budget_min
         return (min(total, 60 * budget) if budget else total), step
 
+    runs = {r.name: r for r in train_runs(cfg)}
     est: dict[str, float] = {}
     steps: dict[str, float] = {}
     for s in stages:
-        if s.name == "teacher":
-            est[s.name], steps["teacher"] = train_cost(cfg.train.teacher_set, "fasterseg_teacher", False)
-        elif s.name == "student":
-            est[s.name], steps["student"] = train_cost(cfg.train.student_set, "fasterseg_student", False)
-        elif s.name == "student_kd":
-            est[s.name], _ = train_cost(cfg.train.student_set, "fasterseg_student", True)
+        r = runs.get(s.name)
+        if r is not None:
+            # searched nets are not derived yet: the published one of the same role stands in
+            stand_in = "fasterseg_teacher" if r.role == "teacher" else "fasterseg_student"
+            arch = r.arch if not r.arch.endswith(".json") else stand_in
+            est[s.name], step = train_cost(r.sets, arch, r.teacher)
+            if r.name in ("teacher", "student"):
+                steps[r.name] = step
         elif s.name == "search":
-            c = _effective(cfg.search.config, data_sets + cfg.search.set)
-            sea = c.get("search", {})
-            crop = tuple(sea.get("crop_size") or (160, 320))
-            iters = sea.get("iters_per_epoch") or 400
-            epochs = sea.get("pretrain_epochs", 20) + sea.get("search_epochs", 30)
-            per_iter = _train_step_seconds("fasterseg_teacher", crop, device) * (sea.get("batch_size") or 2) * 24
+            c = _effective(cfg.search.config, data_sets + cfg.search.set, SearchRunConfig)
+            sea = c.search.resolved()
+            iters = sea.iters_per_epoch or sea.min_iters_per_epoch
+            epochs = sea.pretrain_epochs + sea.search_epochs
+            per_iter = step_seconds("fasterseg_teacher", sea.crop_size) * sea.batch_size * 24
             est[s.name] = epochs * iters * per_iter
         elif s.kind in ("eval", "bench", "derive"):
             est[s.name] = 30.0

@@ -1,0 +1,55 @@
+"""The pipeline cost estimate costs every training stage from its own settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from fasterseg.config.core import apply_overrides, from_dict, load_yaml
+from fasterseg.config.pipeline import PipelineConfig
+from fasterseg.config.presets import resolve_preset
+from fasterseg.pipeline import estimate
+from fasterseg.pipeline.stages import build_stages
+
+STEP_S = {"fasterseg_student": 0.1, "fasterseg_teacher": 0.3}  # fake s per image fwd+bwd
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    calls = []
+
+    def fake(arch, crop, device="cpu"):
+        calls.append((arch, tuple(crop)))
+        return STEP_S[arch]
+
+    monkeypatch.setattr(estimate, "_train_step_seconds", fake)
+    return calls
+
+
+def _camvid_cpu(tmp_path, *overrides: str) -> PipelineConfig:
+    data = load_yaml(resolve_preset("camvid_cpu", "pipeline"))
+    apply_overrides(data, [f"out={tmp_path}", *overrides])
+    return from_dict(PipelineConfig, data)
+
+
+def test_same_budget_same_estimate_whatever_the_stage_name(tmp_path, probes):
+    cfg = _camvid_cpu(tmp_path, "train.seeds=[1]")
+    stages = build_stages(cfg, tmp_path)
+    est, how = estimate.estimate_pipeline(cfg, stages)
+    # camvid_cpu: 10 epochs x 50 steps of batch 8 for every network
+    student = 500 * 8 * STEP_S["fasterseg_student"]
+    assert est["student"] == pytest.approx(student)
+    for name in ("xseq_student", "xseq_baseline", "baseline", "student_seed1"):
+        assert est[name] == pytest.approx(student), name  # was 120 s ("~2 min") before
+    assert est["student_kd"] == pytest.approx(student + 500 * 8 * STEP_S["fasterseg_teacher"] / 3)
+    assert est["student_kd_seed1"] == pytest.approx(est["student_kd"])
+    assert est["teacher"] == pytest.approx(500 * 8 * STEP_S["fasterseg_teacher"])
+    assert "student 0.80 s/iter" in how
+    # one probe per network and crop size, not one per stage
+    assert len(probes) == len(set(probes))
+
+
+def test_overrides_reach_the_estimate_through_the_schema(tmp_path, probes):
+    cfg = _camvid_cpu(tmp_path, "train.student_set=[train.accumulate=2]")
+    est, _ = estimate.estimate_pipeline(cfg, build_stages(cfg, tmp_path))
+    assert est["xseq_student"] == pytest.approx(500 * 16 * STEP_S["fasterseg_student"])
+    assert est["teacher"] == pytest.approx(500 * 8 * STEP_S["fasterseg_teacher"])
