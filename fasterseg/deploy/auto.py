@@ -441,14 +441,21 @@ def build_from_choice(
         from fasterseg.bench import tuning
 
         tuning.tune_malloc()
-    calib = tune = None
+    calib = tune = keep = None
     if name in paths.NEEDS_CALIBRATION:
         cal = choice["calibration"]
         n, n_tune = cal["images"], int(cal.get("tune_images") or 0)
+        row = next((r for r in choice["candidates"] if r.get("name") == name), {})
+        keep = (row.get("info") or {}).get("fp32_nodes")
+        if name == "int8" and isinstance(keep, list) and size == tuple(choice["size"]):
+            n_tune = 0  # the measured fp32 fallback layers are reused: no search, no tune images
+        else:
+            keep = None
         imgs, _ = _images(cal["spec"], size, n + n_tune, cal["split"])
         calib, tune = imgs[:n], (imgs[n:] or None)
     return paths.build_candidate(name, model, size, threads=choice["threads"], calib=calib,
-                                 check=tune, device=dev, min_agreement=choice["min_agreement"])
+                                 check=tune, device=dev, min_agreement=choice["min_agreement"],
+                                 keep_fp32=keep)
 
 
 def format_table(choice: dict[str, Any]) -> list[str]:

@@ -270,13 +270,16 @@ def build_candidate(
     check: list[torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
     min_agreement: float = 0.995,
+    keep_fp32: Sequence[str] | None = None,
 ) -> Predictor:
     """Prepare candidate ``name`` of ``model`` (fp32, eval; left untouched) at ``size``.
 
     ``calib``: normalised ``[1, 3, H, W]`` images the int8 paths calibrate on (default: generated
     scenes, with a warning). ``check``: images the int8 path may tune its fp32 fallback layers on
     (from the calibration split, never the held-out images agreement is measured on).
-    Unavailable candidates and unknown names are a one-line ``UserError``.
+    ``keep_fp32``: int8 only, the layers to keep in fp32 (a saved choice's
+    ``info["fp32_nodes"]``), which skips the fallback search. Unavailable candidates and unknown
+    names are a one-line ``UserError``.
     """
     dev = torch.device(device)
     why = unavailable_reason(name, dev)
@@ -299,8 +302,9 @@ def build_candidate(
     if name == "int8":
         from fasterseg.deploy.int8 import quantize_int8
 
+        kw = {} if keep_fp32 is None else {"keep_fp32": list(keep_fp32)}
         return quantize_int8(model, size, calib, threads=threads, check=check,
-                             min_agreement=min_agreement)
+                             min_agreement=min_agreement, **kw)
     from fasterseg.deploy.openvino import compile_openvino
 
     dtype = name.split("-", 1)[1]

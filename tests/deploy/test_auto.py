@@ -241,3 +241,26 @@ def test_export_torchscript_format(tmp_path, capsys):
     assert main(["export", "fasterseg_student", "-o", str(tmp_path / "m.pt"), "--size", "64x96",
                  "--format", "torchscript", "--verify"]) == 1
     assert "--verify" in capsys.readouterr().err
+
+
+def test_build_from_choice_int8_reuses_fallback_layers(model, tmp_path, monkeypatch):
+    """An int8 choice is calibrated again on the recorded data, with the measured fp32 layers."""
+    _, choice = _valid_choice(model, tmp_path)
+    row = {"name": "int8", "backend": "onnxruntime", "dtype": "int8", "latency_ms": 1.0,
+           "agreement": 0.999, "rejected": None, "info": {"fp32_nodes": ["/net/stem/conv"]}}
+    choice = {**choice, "chosen": {**choice["chosen"], "name": "int8"},
+              "calibration": {"spec": None, "split": "train", "images": 2, "tune_images": 2},
+              "candidates": [*choice["candidates"], row]}
+    seen = {}
+
+    def build(name, model, size, **kw):
+        seen.update(kw, name=name, size=size)
+        return FakePredictor(name, model)
+
+    monkeypatch.setattr(paths, "build_candidate", build)
+    pred = auto.build_from_choice(model, auto.validate_choice(choice))
+    assert pred.name == "int8" and seen["keep_fp32"] == ["/net/stem/conv"]
+    assert len(seen["calib"]) == 2 and seen["check"] is None and seen["size"] == SIZE
+    bad = {**choice, "calibration": {**choice["calibration"], "images": 0}}
+    with pytest.raises(UserError, match="calibration.images"):
+        auto.validate_choice(bad)
