@@ -62,6 +62,7 @@ def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dic
     from fasterseg.deploy.stream import Normalizer, padded_size
     from fasterseg.engine.checkpoint import load_model
     from fasterseg.evaluation.images import to_rgb8
+    from fasterseg.evaluation.inference import MIN_SIZE, pad_to_multiple
     from fasterseg.evaluation.predictions import _palette_array, denormalize
     from fasterseg.utils.io import atomic_write
 
@@ -85,14 +86,20 @@ def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dic
     for k in range(reps):
         f = files[k % len(files)]
         rgb = add("decode (PIL open + to_rgb8)", lambda: to_rgb8(_open(f, "image"))[0])
-        x = add("normalise + pad (NCHW)", lambda: norm(rgb))
-        xc = add("normalise + pad (NHWC, --fast)", lambda: norm_cl(rgb))
+        m, sd = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        add("normalise + pad, torch (old predict)", lambda: pad_to_multiple(
+            ((torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255 - m) / sd)[None],
+            min_size=MIN_SIZE))
+        x = add("normalise + pad, numpy (stream, NCHW)", lambda: norm(rgb))
+        xc = add("normalise + pad, numpy (stream, NHWC for --fast)", lambda: norm_cl(rgb))
         with torch.inference_mode():
             logits = add("model eager fp32", lambda: model(x), cpu=time.process_time)
         add("model --fast (jit-fp32)", lambda: jit(xc), cpu=time.process_time)
         add("softmax + argmax (old predict)",
             lambda: logits.float().softmax(1)[0, :, :h, :w].argmax(0).cpu().numpy())
-        ids = add("argmax -> uint8", lambda: logits[0, :, :h, :w].argmax(0).to(torch.uint8).numpy())
+        add("argmax torch -> uint8", lambda: logits[0, :, :h, :w].argmax(0).to(torch.uint8).numpy())
+        ids = add("argmax numpy -> uint8 (stream)",
+                  lambda: logits[0, :, :h, :w].numpy().argmax(0).astype(np.uint8))
         col = add("colourise (palette lookup)", lambda: pal[ids])
         add("PNG label, zlib 6 (old)", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG"))
         add("PNG label, zlib 1", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG",
@@ -106,8 +113,8 @@ def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dic
 
         add("PNG colour palette, zlib 1", pmode)
         add("overlay float from normalised (old)", lambda: (
-            0.5 * denormalize(x[0], mean, std).astype(np.float32) + 0.5 * col.astype(np.float32)
-        ).round().astype(np.uint8))
+            0.5 * denormalize(x[0, :, :h, :w], mean, std).astype(np.float32)
+            + 0.5 * col.astype(np.float32)).round().astype(np.uint8))
         mix = add("overlay integer from uint8", lambda: (
             (rgb.astype(np.uint16) * 128 + col.astype(np.uint16) * 128 + 128) >> 8
         ).astype(np.uint8))
