@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import io
 import logging
 import os
 import shutil
@@ -141,12 +142,13 @@ def quantize_nncf(ov_model: Any, calib: Sequence[torch.Tensor]) -> Any:
 
 @contextlib.contextmanager
 def _quiet_nncf():
-    """NNCF logs progress bars and INFO lines to stdout; keep library output to warnings."""
+    """NNCF logs INFO lines and draws progress bars (rich) on stdout, which would end up inside
+    ``bench --json`` output: keep its logging to warnings and its bars out of stdout."""
     log = logging.getLogger("nncf")
     level = log.level
     log.setLevel(logging.WARNING)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -227,15 +229,16 @@ def save_ir(ov_model: Any, path: str | Path, dtype: str = "fp32") -> Path:
     """Write ``ov_model`` as IR (``.xml`` + ``.bin``) atomically; returns the ``.xml`` path.
 
     Weights are stored at full precision (no fp16 compression), so an fp32 IR computes what the
-    PyTorch model does; a bf16 IR records the bf16 hint in its runtime options, which
-    ``compile_model`` applies on CPUs that have bf16.
+    PyTorch model does. fp32 and bf16 IRs hold the same graph: bf16 is chosen when the IR is
+    compiled (``INFERENCE_PRECISION_HINT``; OpenVINO's CPU plugin picks bf16 by itself on CPUs
+    with native bf16), so the requested precision is only recorded, in the IR's ``fasterseg``
+    rt_info section (``precision``), next to the input size.
     """
     ov = _import_openvino()
     xml = Path(path).with_suffix(".xml")
     xml.parent.mkdir(parents=True, exist_ok=True)
-    if dtype == "bf16":
-        ov_model = ov_model.clone()
-        ov_model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    ov_model = ov_model.clone()  # the rt_info below must not leak into the caller's model
+    ov_model.set_rt_info(_check_dtype(dtype), ["fasterseg", "precision"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", suffix=".tmp", dir=xml.parent))
     try:
         ov.save_model(ov_model, str(tmp / xml.name), compress_to_fp16=False)
@@ -297,7 +300,8 @@ def export_ir(
 ) -> Path:
     """Write ``model`` as OpenVINO IR for input ``[1, 3, H, W]``: the ``.xml`` (returned) and
     the ``.bin`` beside it. Input ``image`` (normalised fp32), output ``logits`` (fp32 at the
-    input size). int8 quantizes with NNCF on ``calib``; bf16 is a runtime hint stored in the IR.
+    input size). int8 quantizes with NNCF on ``calib``; bf16 is the same graph as fp32 (compile
+    it with ``INFERENCE_PRECISION_HINT=bf16``), recorded in the IR's rt_info.
     """
     ov_model, _ = _prepare(model, size, dtype, calib)
     return save_ir(ov_model, path, dtype)
