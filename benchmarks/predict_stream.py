@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -104,14 +105,16 @@ def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dic
         add("PNG label, zlib 6 (old)", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG"))
         add("PNG label, zlib 1", lambda: Image.fromarray(ids).save(io.BytesIO(), "PNG",
                                                                   compress_level=1))
+        add("PNG label, zlib 1 + RLE (stream)", lambda: Image.fromarray(ids).save(
+            io.BytesIO(), "PNG", compress_level=1, compress_type=zlib.Z_RLE))
         add("PNG colour RGB, zlib 6 (old)", lambda: Image.fromarray(col).save(io.BytesIO(), "PNG"))
 
         def pmode():
             im = Image.fromarray(ids)
             im.putpalette(pal.tobytes())
-            im.save(io.BytesIO(), "PNG", compress_level=1)
+            im.save(io.BytesIO(), "PNG", compress_level=1, compress_type=zlib.Z_RLE)
 
-        add("PNG colour palette, zlib 1", pmode)
+        add("PNG colour palette, zlib 1 + RLE (stream)", pmode)
         add("overlay float from normalised (old)", lambda: (
             0.5 * denormalize(x[0, :, :h, :w], mean, std).astype(np.float32)
             + 0.5 * col.astype(np.float32)).round().astype(np.uint8))
@@ -120,6 +123,8 @@ def profile_stages(ckpt: str, files: list[Path], threads: int, reps: int) -> dic
         ).astype(np.uint8))
         add("PNG overlay RGB, zlib 1", lambda: Image.fromarray(mix).save(io.BytesIO(), "PNG",
                                                                        compress_level=1))
+        add("PNG overlay RGB, zlib 1 + RLE (stream)", lambda: Image.fromarray(mix).save(
+            io.BytesIO(), "PNG", compress_level=1, compress_type=zlib.Z_RLE))
         data_b = io.BytesIO()
         Image.fromarray(ids).save(data_b, "PNG", compress_level=1)
         add("atomic write with fsync (old)", lambda: atomic_write(
