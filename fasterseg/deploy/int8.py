@@ -180,10 +180,13 @@ class _Reader:
     """onnxruntime ``CalibrationDataReader`` over a list of tensors."""
 
     def __init__(self, name: str, images: Sequence[torch.Tensor]) -> None:
-        self.name, self.images, self.i = name, list(images), 0
+        self.name, self.images, self.i, self.end = name, list(images), 0, len(images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.i, self.end = start_index, min(end_index, len(self.images))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i >= len(self.images):
+        if self.i >= self.end:
             return None
         x = self.images[self.i]
         self.i += 1
@@ -191,6 +194,15 @@ class _Reader:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def _stride(n: int, most: int = 4) -> int:
+    """The largest divisor of ``n`` up to ``most``: images per calibration chunk.
+
+    (onnxruntime's ``CalibMaxIntermediateOutputs`` would bound memory too, but in 1.31 it drops
+    the chunks instead of merging their ranges.)
+    """
+    return max(k for k in range(1, most + 1) if n % k == 0)
 
 
 def _graph_facts(path: Path) -> tuple[list[str], list[str], set[str]]:
@@ -259,7 +271,8 @@ def _quantize_ort(
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
                 calibration_cache_path=str(cache),
-                extra_options={"CalibMaxIntermediateOutputs": 4},
+                # ranges merged every `stride` images: memory stays bounded at 1024x2048
+                extra_options={"CalibStridedMinMax": _stride(len(calib))},
             )
             return OrtInt8Predictor(out.read_bytes(), size, threads, {})
 
