@@ -77,6 +77,8 @@ SMOKE_TRANSFORMS = [
     ("t_cpu", "--device cuda[:N] -> cpu", "CI has no GPU; the code path is the same"),
     ("t_tensorrt", "--backend tensorrt -> skipped",
      "unless tensorrt is importable and CUDA present"),
+    ("t_openvino", "--backend/--format openvino -> skipped",
+     "unless openvino is importable (and nncf, for --dtype int8): an optional extra"),
     ("t_compile", "--backend compile -> torch",
      "inductor compiles for ~1 min on 2 cores (FASTERSEG_DOCS_COMPILE=1 keeps it)"),
     ("t_estimate_only", "demo / pipeline / ablate -> + --estimate-only",
@@ -170,6 +172,19 @@ def t_tensorrt(argv: list[str], ws: Path) -> list[str]:
 
         if not torch.cuda.is_available():
             raise SkipStep("--backend tensorrt needs a CUDA device")
+    return argv
+
+
+def t_openvino(argv: list[str], ws: Path) -> list[str]:
+    import importlib.util
+
+    i = _opt(argv, "--backend") or _opt(argv, "--format")
+    if i is not None and argv[i + 1] == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            raise SkipStep("openvino: the optional extra is not installed here")
+        j = _opt(argv, "--dtype")
+        if j is not None and argv[j + 1] == "int8" and importlib.util.find_spec("nncf") is None:
+            raise SkipStep("openvino --dtype int8: nncf is not installed here")
     return argv
 
 
