@@ -36,6 +36,15 @@ SCHEMA = "fasterseg.deploy-choice"
 VERSION = 1
 ROW_KEYS = ("name", "backend", "dtype", "latency_ms", "agreement", "rejected")
 TUNE_IMAGES = 4  # calibration-split images the int8 path may tune its fp32 fallbacks on
+# The fallback is tuned on a few calibration-split images, the verdict is taken on held-out ones:
+# tune to a slightly higher floor so a path that just reaches it on the tuning images does not fall
+# just short on the held-out ones (measured: 99.50 % tuned -> 99.46 % on CamVid val).
+TUNE_MARGIN = 0.002
+
+
+def _tune_floor(min_agreement: float) -> float:
+    """The agreement the int8 fallback search aims for on its tuning images (see TUNE_MARGIN)."""
+    return min(1.0, min_agreement + TUNE_MARGIN)
 
 
 def _first_line(e: BaseException) -> str:
@@ -193,7 +202,8 @@ def choose_and_build(
         t0 = time.perf_counter()
         try:
             pred = paths.build_candidate(name, model, size, threads=threads, calib=calib,
-                                         check=tune, device=dev, min_agreement=min_agreement)
+                                         check=tune, device=dev,
+                                         min_agreement=_tune_floor(min_agreement))
             row.update(backend=pred.backend, dtype=pred.dtype)
             row["prepare_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
@@ -291,7 +301,7 @@ def build_checked(
                     calibration_images=len(calib))
     t0 = time.perf_counter()
     pred = paths.build_candidate(name, model, size, threads=threads, calib=calib, check=tune,
-                                 device=device, min_agreement=min_agreement)
+                                 device=device, min_agreement=_tune_floor(min_agreement))
     info["prepare_s"] = time.perf_counter() - t0
     check, kinfo = _images(calib_spec or "synthetic", size, check_images, check_split)
     with torch.inference_mode():
