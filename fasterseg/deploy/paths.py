@@ -221,16 +221,11 @@ class OrtPredictor:
                  device: torch.device) -> None:
         import onnxruntime as ort
 
-        from fasterseg.latency.backends import export_onnx_bytes
+        from fasterseg.latency.backends import export_onnx_bytes, ort_session_options
 
         self.model = copy.deepcopy(model).eval().float().cpu()  # kept for save()
         self.size = (int(size[0]), int(size[1]))
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so = ort_session_options(threads)
         providers: list = ["CPUExecutionProvider"]
         if device.type == "cuda":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))

@@ -186,6 +186,20 @@ def export_onnx_bytes(module: nn.Module, inputs: Sequence[torch.Tensor], opset: 
     return f.getvalue()
 
 
+def ort_session_options(threads: int | None):
+    """onnxruntime options every path shares: all graph optimisations, ``threads`` intra-op
+    threads (one inter-op thread: a batch-1 graph has no parallel branches worth a pool), quiet."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
 def prepare_onnxruntime(
     module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device, threads: int | None,
     dtype: str = "fp32",
@@ -202,12 +216,7 @@ def prepare_onnxruntime(
             "backend onnxruntime measures fp32 only here; use --dtype fp32 (or backend torch)"
         )
     model_bytes = export_onnx_bytes(module, inputs)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = ort_session_options(threads)
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UserError("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")
