@@ -368,9 +368,15 @@ def test_second_ctrl_c_does_not_abort_the_checkpoint_write(tmp_path, monkeypatch
         return real(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
+    # Ctrl-C's own handler as the precondition: an earlier test in the same process may have left
+    # another one installed (the deferred signal is delivered to whatever handler was there before)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     path = tmp_path / "last.pt"
-    with pytest.raises(KeyboardInterrupt):  # delivered once the file is complete
-        save_checkpoint({"model": {"w": torch.ones(3)}, "step": 5}, path)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # delivered once the file is complete
+            save_checkpoint({"model": {"w": torch.ones(3)}, "step": 5}, path)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert _ckpt(path)["step"] == 5
 
 
