@@ -21,4 +21,5 @@ def prune_widths(arch: Arch, ratio: int, stem_ratio: int | None = None,
         cells = [replace(c, ratio=ratio) for c in b.cells[:-1]] + [replace(b.cells[-1], ratio=head)]
         branches.append(Branch(b.output_rate, tuple(cells)))
     prov = {**arch.provenance, "pruned_from": arch.name, "pruned_ratio": ratio}
-    return Arch(name or f"{arch.name}_pruned{ratio}", arch.num_classes, stem, head, tuple(branches), prov)
+    return Arch(name or f"{arch.name}_pruned{ratio}", arch.num_classes, stem, head, tuple(branches), prov,
+                arch.detail_channels)

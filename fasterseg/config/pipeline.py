@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fasterseg.config.search_space import LIMITS
 from fasterseg.errors import UserError
 
 
@@ -28,6 +29,7 @@ class SearchStage:
     config: str = "configs/search/synthetic_tiny.yaml"
     set: list[str] = field(default_factory=list)
     target_ms: float | None = None  # branch-selection latency target (None: 8.3 ms scaled)
+    detail_channels: int = 0  # student's 1/4-resolution detail head (derive --detail-channels)
 
 
 @dataclass
@@ -95,6 +97,10 @@ class PipelineConfig:
             raise UserError(f"config: train.seeds has duplicates: {self.train.seeds}")
         if any(not isinstance(p, str) or not p for p in self.cross_sequence.holdout):
             raise UserError("config: cross_sequence.holdout must be file-name prefixes")
+        lo, hi = LIMITS["detail_channels"]
+        d = self.search.detail_channels
+        if isinstance(d, bool) or not isinstance(d, int) or not lo <= d <= hi:
+            raise UserError(f"config: search.detail_channels must be an integer in {lo}..{hi}, got {d!r}")
 
     def data_overrides(self) -> list[str]:
         return [f"data.{k}={_yaml_value(v)}" for k, v in self.data.items()]

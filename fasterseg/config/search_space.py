@@ -26,6 +26,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "ratio": (1, 24),  # cell output expansion ratio chi
     "cells": (1, 48),  # cells per branch
     "name": (1, 128),  # characters
+    "detail_channels": (0, 256),  # optional 1/4-resolution detail head (0 = paper: none)
 }
 
 

@@ -119,6 +119,8 @@ def build_stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
         Stage("derive", "derive teacher and student", [
             "derive", str(out / "search"), "-o", str(arch), "--lut", str(lut),
             *(["--target-ms", str(cfg.search.target_ms)] if cfg.search.target_ms else []),
+            *(["--detail-channels", str(cfg.search.detail_channels)]
+              if cfg.search.detail_channels else []),
             "--json"], needs=[out / "search" / "arch_params.json"], kind="derive"),
     ]
     train_common = ["train", "-c", resolve_preset(cfg.train.config, "train"), "--device", cfg.device,

@@ -126,3 +126,17 @@ def test_derive_cli_student_only(tmp_path, capsys):
     assert res["teacher"] is None and res["student"] == str(run / "student.json")
     assert not (run / "teacher.json").exists()
     assert "next: fasterseg train" in out and "--teacher" not in out
+
+
+def test_derive_cli_detail_channels_only_on_the_student(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_archparams(run / "arch_params.json", tiny_params(seed=4))
+    assert main(["derive", str(run), "--no-diagram", "--detail-channels", "8", "--json"]) == 0
+    capsys.readouterr()
+    assert load_arch(run / "student.json").detail_channels == 8
+    assert load_arch(run / "teacher.json").detail_channels == 0
+    report = json.loads((run / "derive_report.json").read_text())
+    assert any("detail head" in w for w in report["warnings"])
+    assert main(["derive", str(run), "--no-diagram", "--detail-channels", "9999"]) == 1
+    err = capsys.readouterr().err
+    assert "detail_channels must be an integer in 0..256" in err and "Traceback" not in err

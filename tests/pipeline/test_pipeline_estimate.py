@@ -53,3 +53,17 @@ def test_overrides_reach_the_estimate_through_the_schema(tmp_path, probes):
     est, _ = estimate.estimate_pipeline(cfg, build_stages(cfg, tmp_path))
     assert est["xseq_student"] == pytest.approx(500 * 16 * STEP_S["fasterseg_student"])
     assert est["teacher"] == pytest.approx(500 * 8 * STEP_S["fasterseg_teacher"])
+
+
+def test_detail_channels_reach_derive_and_are_validated(tmp_path):
+    from fasterseg.errors import UserError
+
+    plain = {s.name: s for s in build_stages(_camvid_cpu(tmp_path), tmp_path)}
+    assert "--detail-channels" not in plain["derive"].argv
+    cfg = _camvid_cpu(tmp_path, "search.detail_channels=16")
+    cfg.validate()
+    derive = {s.name: s for s in build_stages(cfg, tmp_path)}["derive"]
+    i = derive.argv.index("--detail-channels")
+    assert derive.argv[i + 1] == "16"
+    with pytest.raises(UserError, match="search.detail_channels"):
+        _camvid_cpu(tmp_path, "search.detail_channels=-3").validate()
