@@ -98,7 +98,7 @@ class DetailHead(nn.Module):
     The stem's 1/4 feature and the head's 1/8 feature are each projected (1x1) to ``channels``,
     the 1/8 one upsampled, both concatenated and fused by a depthwise-separable 3x3 conv; a 1x1
     classifier adds its output to the upsampled 1/8 logits. Depthwise-separable keeps the cost
-    near 3 % of the searched student's MACs at 32 channels.
+    at 1.5 % of the CamVid student's MACs at 16 channels (3.5 % at 32).
     """
 
     def __init__(self, c_fine: int, c_coarse: int, channels: int, num_classes: int) -> None:
