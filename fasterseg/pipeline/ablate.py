@@ -16,7 +16,7 @@ from fasterseg.config.pipeline import PipelineConfig
 from fasterseg.pipeline.paths import resolve_preset
 from fasterseg.pipeline.runner import load_marker
 from fasterseg.pipeline.stages import Stage, fmt_size
-from fasterseg.utils.io import write_text
+from fasterseg.utils.io import save_figure, write_text
 
 # (run name, Table 3 label, main-pipeline run it reuses or None)
 TABLE3 = [
@@ -146,10 +146,10 @@ def plot_latency_ablation(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "ablate" / "latency_regularisation.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def build_ablation_report(cfg: PipelineConfig, out: Path) -> Path:

@@ -13,7 +13,7 @@ from fasterseg.engine.rundir import read_metrics
 from fasterseg.pipeline.results import collect_results, plot_accuracy_latency
 from fasterseg.pipeline.runner import load_marker
 from fasterseg.pipeline.stages import fmt_size, train_runs
-from fasterseg.utils.io import write_json, write_text
+from fasterseg.utils.io import save_figure, write_json, write_text
 
 
 def _num(v: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -49,9 +49,10 @@ def plot_training_curves(out: Path, runs: list[tuple[str, str]]) -> Path | None:
             ax.legend()
     fig.tight_layout()
     path = out / "training_curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def build_report(cfg: PipelineConfig, out: Path, seconds: float | None = None) -> Path:

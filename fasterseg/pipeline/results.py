@@ -17,6 +17,7 @@ from typing import Any
 from fasterseg.config.pipeline import PipelineConfig
 from fasterseg.pipeline.runner import load_marker
 from fasterseg.pipeline.stages import train_runs
+from fasterseg.utils.io import save_figure
 
 
 def _f(v: Any) -> float | None:
@@ -136,6 +137,7 @@ def plot_accuracy_latency(results: dict, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)

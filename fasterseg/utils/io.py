@@ -119,3 +119,14 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **savefig_kw: Any) -> Path:
+    """Atomically ``fig.savefig``: a kill or an error mid-save never leaves a truncated image.
+
+    The format comes from the file suffix (``png`` when there is none), since matplotlib cannot
+    infer it from the temp file object; ``savefig_kw`` (``dpi=...``) pass through.
+    """
+    path = Path(path)
+    fmt = savefig_kw.pop("format", None) or path.suffix.lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kw), mode="wb")
