@@ -56,8 +56,9 @@ def register(subparsers, parents) -> None:
                    help="also encode the overlays into this video (.mp4/.mkv/.mov/.avi: H.264, "
                    ".webm: VP9), at the input video's frame rate (30 for images)")
     p.add_argument("--fast", action="store_true",
-                   help="TorchScript, BatchNorm folded, channels_last fp32 (CPU): the same "
-                   "predictions, faster")
+                   help="the path `fasterseg bench MODEL --auto` saved for this model, input "
+                   "size and machine (beside the checkpoint); else TorchScript, BatchNorm "
+                   "folded, channels_last fp32 (CPU): the same predictions, faster")
     p.add_argument("--deploy", metavar="CHOICE.json",
                    help="run the path chosen by `fasterseg bench MODEL --auto` (its saved choice)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
@@ -180,7 +181,26 @@ def _video_targets(writer, stem: str) -> list[Path]:
     return [q for d in writer.subdirs() if d.is_dir() for q in d.glob(pattern)]
 
 
-def _segmenter(args, model, device, info):
+def _saved_choice(args, sizes, device) -> tuple[dict | None, str | None]:
+    """``--fast``: the choice ``fasterseg bench MODEL --auto`` saved for this model at the
+    inputs' padded size, when it applies to this machine; else (None, why TorchScript runs)."""
+    from fasterseg.deploy.auto import default_choice_path, load_choice, machine_mismatch
+    from fasterseg.deploy.stream import padded_size
+
+    padded = sorted({padded_size(h, w) for h, w in sizes})
+    if len(padded) != 1:
+        return None, None  # mixed sizes: one TorchScript model per size
+    path = default_choice_path(args.checkpoint, padded[0])
+    if not path.is_file():
+        return None, None
+    choice = load_choice(path)
+    why = machine_mismatch(choice, device=device, threads=args.threads, size=padded[0])
+    if why is not None:
+        return None, f"the saved choice {path} does not apply ({why}): --fast runs jit-fp32"
+    return choice, None
+
+
+def _segmenter(args, model, device, info, sizes=()):
     """The main-thread stage and a line saying which path runs."""
     from fasterseg.deploy.stream import EagerPredictor, Segmenter
 
@@ -208,10 +228,16 @@ def _segmenter(args, model, device, info):
 
         if device.type != "cpu":
             raise UserError("--fast (TorchScript + oneDNN) is for --device cpu")
+        choice, why = _saved_choice(args, sizes, device)
+        if choice is not None:
+            from fasterseg.deploy.auto import build_from_choice
+
+            return (Segmenter(lambda size: build_from_choice(model, choice, size), device),
+                    choice["chosen"]["name"], None)
         tune_malloc()  # part of the fast CPU recipe: big activations stay in the heap
         return Segmenter(lambda size: build_candidate("jit-fp32", model, size,
                                                       threads=args.threads, device=device),
-                         device), "jit-fp32", None
+                         device), "jit-fp32", why
     eager = EagerPredictor(model, device)
     return Segmenter(lambda size: eager, device), "eager-fp32", None
 
@@ -264,7 +290,7 @@ def run(args) -> int:
         outputs.ensure_writable(video_out.parent, "--video-out")
     outputs.ensure_writable(out, "-o")
 
-    segment, path_name, note = _segmenter(args, model, device, info)
+    segment, path_name, note = _segmenter(args, model, device, info, sizes)
     if segment.tta is None:  # one prepared model per padded size, before the clock starts
         for size in sorted({padded_size(h, w) for h, w in sizes}):
             segment.predictor(size)
