@@ -67,8 +67,8 @@ VARIANTS = {
     "compile_fp32": ("compile", "fp32", True, True),
     "compile_bf16": ("compile", "bf16", True, True),
     "onnxruntime": ("onnxruntime", "fp32", False, False),
-    # static post-training int8 (fasterseg.bench.quantize): BN folded, NHWC, fp32 final x8 resize
-    "int8_static": ("int8", "int8", True, True),
+    # static post-training int8 (fasterseg.deploy.int8: onnxruntime QDQ, fp32 final x8 resize)
+    "int8_static": ("int8", "int8", False, False),
 }
 
 
@@ -146,10 +146,12 @@ def run_size(size, threads: int, seconds: float, rounds: int, skip: set[str],
             continue
         t0 = time.perf_counter()
         if backend == "int8":
-            from fasterseg.bench.quantize import calibration_images, quantize_int8
+            from fasterseg.deploy.calibration import calibration_images
+            from fasterseg.deploy.int8 import quantize_int8
 
-            qmodel = quantize_int8(model, size, calibration_images(size, 8, seed=0))
-            r = prepare(qmodel, [x], "torch", "cpu", "fp32", threads, False)
+            q = quantize_int8(model, size, calibration_images("synthetic", size, 8)[0],
+                              threads=threads)
+            r = backends.Runner(lambda q=q: q(x), torch.device("cpu"), name)
         else:
             r = prepare(fused if fuse else model, [x], backend, "cpu", dtype, threads, cl)
         with torch.inference_mode():

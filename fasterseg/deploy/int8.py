@@ -14,7 +14,7 @@ benchmarks/results/int8_engines.json):
 - with 7-bit weights (``reduce_range``) on CPUs without VNNI, the final bilinear upsample kept
   in fp32 and the automatic per-node fp32 fallback, it reaches the 99.5 % agreement floor.
 
-Lessons kept from the torch.ao path (``fasterseg.bench.quantize``): the final x8 upsample stays
+Lessons kept from the removed torch.ao path (FX graph mode): the final x8 upsample stays
 fp32 (it turns 1/8 logits into the output, where int8 rounding flips near-tie pixels); the
 concat inputs keep their own scales (onnxruntime requantizes each input to the output scale).
 Not kept: the per-class logit bias correction, which gave nothing here (-0.02 to +0.02 points).
