@@ -23,13 +23,13 @@ instead: eager fp32 and every candidate available here (TorchScript, bf16, onnxr
 OpenVINO) in one process, interleaved, each with its pixel agreement with eager fp32 on held-out
 images, for two configurations:
 
-- ``camvid``: the CamVid-trained searched student ``runs/camvid-cpu/student/best.pt`` at 384x480,
+- ``camvid``: the CamVid-trained searched student ``runs/camvid-cpu-cw/student/best.pt`` at 384x480,
   calibrated on CamVid train and checked on CamVid val (``../shared/data/camvid``); generated
   scenes when the data is absent (said so in the result);
 - ``published``: the published student at 1024x2048 with random weights: a speed measurement
   (its agreement is meaningless with random weights: near-tie logits everywhere);
 - ``published-camvid`` (optional): the published student trained on CamVid
-  (``runs/camvid-cpu/baseline/best.pt``) at 1024x2048, CamVid images scaled up: speed AND a
+  (``runs/camvid-cpu-cw/baseline/best.pt``) at 1024x2048, CamVid images scaled up: speed AND a
   meaningful agreement at the issue's target size.
 
     python benchmarks/cpu_inference.py --auto [--configs camvid,published] [--threads 2]
@@ -198,9 +198,9 @@ def recorded_path(model: str) -> str:
 DATA = REPO.parent / "shared" / "data" / "camvid"
 AUTO_CONFIGS = {
     # name -> (model, size, calibrate on CamVid, agreement meaningful)
-    "camvid": ("runs/camvid-cpu/student/best.pt", (384, 480), True, True),
+    "camvid": ("runs/camvid-cpu-cw/student/best.pt", (384, 480), True, True),
     "published": ("fasterseg_student", (1024, 2048), False, False),
-    "published-camvid": ("runs/camvid-cpu/baseline/best.pt", (1024, 2048), True, True),
+    "published-camvid": ("runs/camvid-cpu-cw/baseline/best.pt", (1024, 2048), True, True),
 }
 
 
