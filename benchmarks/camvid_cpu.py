@@ -30,20 +30,29 @@ def _model(spec: str, num_classes: int):
     return model.eval()
 
 
-def measure_pair(searched, published, size, threads: int, rounds: int, seconds: float) -> dict:
+def measure_pair(searched, published, size, threads: int, rounds: int, seconds: float,
+                 also: dict | None = None) -> dict:
+    """Searched and published (and the ``also`` networks) alternated in every round."""
     from fasterseg.bench.runner import BenchSettings, benchmark
 
     s = BenchSettings(size=tuple(size), threads=threads, seconds=seconds, max_warmup_seconds=1.0)
-    rows = {"searched": [], "published": []}
+    nets = {"searched": searched, "published": published, **(also or {})}
+    rows: dict[str, list[float]] = {name: [] for name in nets}
     for _ in range(rounds):
-        for name, model in (("searched", searched), ("published", published)):
+        for name, model in nets.items():
             rows[name].append(benchmark(model, s)["latency_ms"])
     ratios = [p / q for p, q in zip(rows["published"], rows["searched"])]
-    return {"threads": threads, "rounds": rounds,
-            "searched_ms": statistics.median(rows["searched"]),
-            "published_ms": statistics.median(rows["published"]),
-            "ratio_published_over_searched": statistics.median(ratios),
-            "per_round_ms": rows}
+    out = {"threads": threads, "rounds": rounds,
+           "searched_ms": statistics.median(rows["searched"]),
+           "published_ms": statistics.median(rows["published"]),
+           "ratio_published_over_searched": statistics.median(ratios),
+           "per_round_ms": rows}
+    if also:
+        out["also"] = {name: {"ms": statistics.median(rows[name]),
+                              "ratio_over_searched": statistics.median(
+                                  [a / b for a, b in zip(rows[name], rows["searched"])])}
+                       for name in also}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
     ap.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                     help="input size (default: the pipeline's deployment size)")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=CKPT",
+                    help="another network timed in the same rounds (e.g. an experiment's student)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "camvid_cpu.json"))
     args = ap.parse_args(argv)
+    also_specs = {}
+    for spec in args.also:
+        name, sep, ckpt = spec.partition("=")
+        if not sep or not name or not Path(ckpt).is_file():
+            ap.error(f"--also {spec!r}: expected NAME=CKPT with an existing checkpoint")
+        also_specs[name] = ckpt
 
     from fasterseg.config.core import load_config
     from fasterseg.config.pipeline import PipelineConfig
@@ -76,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
               "stages first)", file=sys.stderr)
         return 1
     searched, published = _model(str(searched_ckpt), 11), _model(str(baseline_ckpt), 11)
-    timings = [measure_pair(searched, published, size, t, args.rounds, args.seconds)
+    also = {name: _model(ckpt, 11) for name, ckpt in also_specs.items()}
+    timings = [measure_pair(searched, published, size, t, args.rounds, args.seconds, also)
                for t in args.threads]
     main_t = timings[-1]
     for t in timings:
         print(f"{t['threads']} thread(s) at {size[0]}x{size[1]}: searched {t['searched_ms']:.1f} "
               f"ms, published {t['published_ms']:.1f} ms, published/searched "
               f"{t['ratio_published_over_searched']:.2f}x")
+        for name, a in t.get("also", {}).items():
+            print(f"  {name}: {a['ms']:.1f} ms, {a['ratio_over_searched']:.3f}x the searched student")
     res["searched"] = {**res.get("searched", {}), "latency_ms": main_t["searched_ms"]}
     res["published"] = {**res.get("published", {}), "latency_ms": main_t["published_ms"]}
     res["speedup_searched_vs_published"] = main_t["ratio_published_over_searched"]
