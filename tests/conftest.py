@@ -1,5 +1,8 @@
-"""Test-wide settings: one quiet thread (the CI machine has 2 noisy cores), fixed seeds."""
+"""Test-wide settings: one quiet thread (the CI machine has 2 noisy cores), fixed seeds; shared
+fixtures (pytest runs in importlib mode: fixtures here are shared, the module is not importable).
+"""
 
+import copy
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,3 +37,31 @@ def torchrun(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     return run
+
+
+# A tiny derived network: one branch down to 1/32 ending in zoomed convolutions there (what needs
+# >= 64 px inputs), 3 classes; builds and runs in well under a second on CPU.
+_TINY_ARCH = {
+    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
+    "stem_ratio": 2, "head_ratio": 2,
+    "branches": [{"output_rate": 32, "cells": [
+        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
+        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
+        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
+    ]}],
+    "provenance": {"source": "test"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_arch():
+    """``tiny_arch(**overrides)``: a fresh copy of the tiny 1/32 architecture dict on each call.
+
+    A factory rather than a dict, so that no test can change it for the next one and
+    module-scoped fixtures can use it too; e.g. ``build_model(tiny_arch(num_classes=5))``.
+    """
+
+    def make(**overrides) -> dict:
+        return {**copy.deepcopy(_TINY_ARCH), **overrides}
+
+    return make

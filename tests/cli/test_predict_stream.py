@@ -19,17 +19,6 @@ from PIL import Image
 
 from fasterseg.cli.main import main
 
-TINY_ARCH = {
-    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
-    "stem_ratio": 2, "head_ratio": 2,
-    "branches": [{"output_rate": 32, "cells": [
-        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
-    ]}],
-    "provenance": {"source": "test"},
-}  # fmt: skip
-
 
 def _rgb(seed: int, h: int = 64, w: int = 96) -> np.ndarray:
     """A smooth random scene (not noise), so a video codec keeps it recognisable."""
@@ -39,12 +28,12 @@ def _rgb(seed: int, h: int = 64, w: int = 96) -> np.ndarray:
 
 
 @pytest.fixture
-def ckpt(tmp_path) -> Path:
+def ckpt(tmp_path, tiny_arch) -> Path:
     from fasterseg.engine.checkpoint import arch_to_dict, save_checkpoint
     from fasterseg.models import build_model
 
     torch.manual_seed(0)
-    model = build_model(TINY_ARCH)
+    model = build_model(tiny_arch())
     for m in model.modules():  # non-trivial BatchNorm statistics, so folding them matters
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

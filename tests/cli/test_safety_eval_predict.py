@@ -25,19 +25,6 @@ palette: [[0, 0, 0], [128, 64, 128], [0, 0, 142]]
 ignore_index: 255
 """
 
-# one branch down to 1/32 ending in zoomed convolutions there (what needs >= 64 px inputs)
-TINY_ARCH = {
-    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
-    "stem_ratio": 2, "head_ratio": 2,
-    "branches": [{"output_rate": 32, "cells": [
-        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
-    ]}],
-    "provenance": {"source": "test"},
-}  # fmt: skip
-
-
 def _png(path: Path, arr) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(arr)).save(path)
@@ -53,11 +40,11 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _save_ckpt(path: Path, extra_state: dict | None = None, arch: dict | None = None) -> Path:
+def _save_ckpt(path: Path, arch: dict, extra_state: dict | None = None) -> Path:
     from fasterseg.engine.checkpoint import arch_to_dict, save_checkpoint
     from fasterseg.models import build_model
 
-    model = build_model(arch or TINY_ARCH)
+    model = build_model(arch)
     state = model.state_dict()
     state.update(extra_state or {})
     return save_checkpoint({"model": state, "arch": arch_to_dict(model.arch),
@@ -65,8 +52,8 @@ def _save_ckpt(path: Path, extra_state: dict | None = None, arch: dict | None = 
 
 
 @pytest.fixture
-def ckpt(tmp_path) -> Path:
-    return _save_ckpt(tmp_path / "run" / "best.pt")
+def ckpt(tmp_path, tiny_arch) -> Path:
+    return _save_ckpt(tmp_path / "run" / "best.pt", tiny_arch())
 
 
 @pytest.fixture
@@ -222,13 +209,13 @@ def test_predict_takes_tiny_and_thin_images(ckpt, tmp_path, capsys):
                  "--window", "32x32", "--scales", "0.5", "1", "--flip"]) == 0
 
 
-def test_infer_image_pads_to_the_minimum_size():
+def test_infer_image_pads_to_the_minimum_size(tiny_arch):
     from fasterseg.evaluation import infer_image, pad_to_multiple
     from fasterseg.models import build_model
 
     x, size = pad_to_multiple(torch.ones(1, 3, 20, 400), min_size=64)
     assert x.shape[-2:] == (64, 416) and size == (20, 400)
-    model = build_model(TINY_ARCH).eval()
+    model = build_model(tiny_arch()).eval()
     assert infer_image(model, torch.randn(3, 20, 33)).shape == (3, 20, 33)
 
 
@@ -339,14 +326,16 @@ def test_models_load_model_is_the_checkpoint_loader(ckpt):
 
 
 @pytest.mark.parametrize("command", ["info", "bench", "export", "eval", "predict"])
-def test_bad_checkpoints_are_one_line_errors_everywhere(command, flat_dataset, tmp_path, capsys):
+def test_bad_checkpoints_are_one_line_errors_everywhere(command, flat_dataset, tmp_path, capsys,
+                                                        tiny_arch):
     from fasterseg.models import build_model
 
-    other = build_model({**TINY_ARCH, "num_classes": 5})
+    other = build_model(tiny_arch(num_classes=5))
     cases = {
-        "shape": _save_ckpt(tmp_path / "shape.pt", extra_state={
+        "shape": _save_ckpt(tmp_path / "shape.pt", tiny_arch(), extra_state={
             k: v for k, v in other.state_dict().items() if k.startswith("head.")}),
-        "extra": _save_ckpt(tmp_path / "extra.pt", extra_state={"stray.weight": torch.ones(2)}),
+        "extra": _save_ckpt(tmp_path / "extra.pt", tiny_arch(),
+                              extra_state={"stray.weight": torch.ones(2)}),
         "junk": tmp_path / "junk.pt",
         "missing": tmp_path / "nope.pt",
         "empty_dir": tmp_path / "empty_run",
@@ -369,9 +358,9 @@ def test_bad_checkpoints_are_one_line_errors_everywhere(command, flat_dataset, t
         assert expect[name] in _error_line(capsys), name
 
 
-def test_info_takes_the_architecture_class_count_of_a_json(tmp_path, capsys):
+def test_info_takes_the_architecture_class_count_of_a_json(tmp_path, capsys, tiny_arch):
     arch = tmp_path / "tiny.json"
-    arch.write_text(json.dumps(TINY_ARCH))
+    arch.write_text(json.dumps(tiny_arch()))
     assert main(["info", str(arch), "--size", "64x64", "--json"]) == 0
     assert _last_json(capsys)["output_shape"] == [1, 3, 64, 64]
     assert main(["predict", str(arch), str(_png(tmp_path / "a.png", _rgb(0))), "-o",

@@ -21,24 +21,14 @@ pytestmark = pytest.mark.skipif(not int8_mod.int8_methods(),
                                 reason="onnxruntime quantization is not installed")
 
 SIZE = (64, 96)
-TINY_ARCH = {
-    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
-    "stem_ratio": 2, "head_ratio": 2,
-    "branches": [{"output_rate": 32, "cells": [
-        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
-    ]}],
-    "provenance": {"source": "test"},
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_arch):
     from fasterseg.models import build_model
 
     torch.manual_seed(0)
-    return build_model(TINY_ARCH).eval()
+    return build_model(tiny_arch()).eval()
 
 
 @pytest.fixture(scope="module")
