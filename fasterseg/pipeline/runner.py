@@ -7,21 +7,28 @@ it allocated) and make Ctrl-C behave: the running command saves its checkpoint a
 stops with exit 130; the same command later resumes there. A stage stopped by SIGTERM (a
 scheduler's ``kill``; exit 143 or signal 15) is interrupted the same way and the pipeline exits
 143: it is not a failed stage.
+
+The stage runs in its own process group and the pipeline forwards each SIGINT / SIGTERM it gets
+to it, then waits: a ``kill PID`` aimed at the pipeline alone reaches the stage (no orphan, no
+lost checkpoint), and Ctrl-C at a terminal reaches it exactly once (twice would start its
+second-Ctrl-C path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from fasterseg.engine.signals import exit_code
+from fasterseg.engine.signals import exit_code, sigterm_as_interrupt
 from fasterseg.errors import UserError
 from fasterseg.pipeline.stages import Stage
 from fasterseg.utils.io import write_json
@@ -32,16 +39,23 @@ class StageInterrupted(KeyboardInterrupt):
 
     ``code`` is the exit code to pass on (130 Ctrl-C, 143 SIGTERM); ``resume_from`` the run
     directory whose checkpoint the next run of the same pipeline command continues from (None:
-    the stage starts over).
+    the stage starts over); ``finished``: the signal came as the stage was finishing, which it
+    did (its marker is written), so the pipeline stops after it.
     """
 
-    def __init__(self, stage: str, code: int = 130, resume_from: Path | None = None) -> None:
+    def __init__(
+        self, stage: str, code: int = 130, resume_from: Path | None = None, finished: bool = False
+    ) -> None:
         super().__init__(stage)
         self.stage, self.code, self.resume_from = stage, code, resume_from
+        self.finished = finished
 
     def describe(self) -> str:
         """One line: which stage stopped, how, and how to go on."""
         how = {130: "Ctrl-C", 143: "SIGTERM"}.get(self.code, f"exit {self.code}")
+        if self.finished:
+            return (f"interrupted ({how}) as stage {self.stage} finished; run the same pipeline "
+                    "command again to go on: finished stages are skipped")
         where = (f"it resumes from its checkpoint in {self.resume_from}" if self.resume_from
                  else "it starts over")
         return (f"interrupted during stage {self.stage} ({how}); run the same pipeline command "
@@ -100,6 +114,49 @@ def _interrupted(stage: Stage, code: int) -> StageInterrupted:
     return StageInterrupted(stage.name, code, stage.run_dir if _resumable(stage) else None)
 
 
+class _Forwarder:
+    """A SIGINT / SIGTERM handler that passes the signal on to the stage process, once started."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.received: list[int] = []  # in order, so the caller knows a stop was asked
+
+    def __call__(self, signum: int, frame) -> None:
+        self.received.append(signum)
+        self._send(signum)
+
+    def attach(self, proc: subprocess.Popen) -> None:
+        """Forward to ``proc`` from now on, and what came while it was being started."""
+        self.proc = proc
+        for signum in self.received:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+
+@contextlib.contextmanager
+def forward_signals() -> Iterator[_Forwarder]:
+    """Within the block, SIGINT / SIGTERM to this process go to the attached stage process.
+
+    Set before the stage starts, so no signal falls into a gap where it would stop the pipeline
+    and leave the stage orphaned. The previous handlers are restored on exit. Outside the main
+    thread (where handlers cannot be set) this forwards nothing.
+    """
+    fwd = _Forwarder()
+    if threading.current_thread() is not threading.main_thread():
+        yield fwd
+        return
+    previous = {s: signal.signal(s, fwd) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield fwd
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)  # None: set outside Python
+
+
 def run_stage(
     out: Path, stage: Stage, echo: Callable[[str], None] | None = None, env: dict | None = None
 ) -> dict:
@@ -110,7 +167,8 @@ def run_stage(
     t0 = time.perf_counter()
     if stage.func is not None:
         try:
-            result = stage.func()
+            with sigterm_as_interrupt():  # SIGTERM stops an in-process stage like Ctrl-C
+                result = stage.func()
         except KeyboardInterrupt as e:
             raise _interrupted(stage, exit_code(e)) from None
         result = {**result, "stage_seconds": time.perf_counter() - t0}
@@ -126,30 +184,36 @@ def run_stage(
     with open(log_path, "a") as log:
         log.write(f"$ fasterseg {' '.join(argv)}\n")
         log.flush()
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
-            bufsize=1,
-        )
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail.append(line.rstrip())
-                if echo:
-                    echo(line.rstrip())
-                s = line.strip()
-                if s.startswith("{") and s.endswith("}"):
-                    try:
-                        last_json = json.loads(s)
-                    except json.JSONDecodeError:
-                        pass
-            rc = proc.wait()
-        except KeyboardInterrupt as e:  # Ctrl-C reached the command too: let it save
-            proc.wait()
-            raise _interrupted(stage, exit_code(e)) from None
+        with forward_signals() as fwd:
+            # its own process group: a terminal's Ctrl-C reaches it only through fwd, once
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+                bufsize=1, stdin=subprocess.DEVNULL, process_group=0,
+            )
+            fwd.attach(proc)
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    log.write(line)
+                    tail.append(line.rstrip())
+                    if echo:
+                        echo(line.rstrip())
+                    s = line.strip()
+                    if s.startswith("{") and s.endswith("}"):
+                        try:
+                            last_json = json.loads(s)
+                        except json.JSONDecodeError:
+                            pass
+                rc = proc.wait()
+            except BaseException:  # e.g. a failed log write: stop the stage the saving way
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
+                raise
     code = interrupt_code(rc)
     if code is not None:
         raise _interrupted(stage, code)
+    asked = 128 + fwd.received[0] if fwd.received and rc == 0 else None  # finished anyway
     if rc != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise UserError(f"stage {stage.name} failed (exit {rc}): {last}  [log: {log_path}]")
@@ -157,6 +221,8 @@ def run_stage(
     # Wall time of this invocation (a resumed stage counts only its last part).
     result["stage_seconds"] = time.perf_counter() - t0
     write_json(marker_path(out, stage), result)
+    if asked is not None:
+        raise StageInterrupted(stage.name, asked, None, finished=True)
     return result
 
 
