@@ -4,6 +4,7 @@ fixtures (pytest runs in importlib mode: fixtures here are shared, the module is
 
 import copy
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -19,6 +20,23 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored(request):
+    """Each test leaves Ctrl-C / SIGTERM handling as it found it.
+
+    A handler left installed by one test made a later one fail only in the full suite; this names
+    the test that leaves one (and puts the previous handler back, so later tests are unaffected).
+    """
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in sigs}
+    yield
+    changed = [s for s in sigs if signal.getsignal(s) != before[s]]
+    for s in changed:
+        signal.signal(s, signal.SIG_DFL if before[s] is None else before[s])
+    assert not changed, (f"{request.node.nodeid} left a {', '.join(s.name for s in changed)} "
+                         "handler installed: restore the previous one (try/finally)")
 
 
 @pytest.fixture
