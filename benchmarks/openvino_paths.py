@@ -6,7 +6,15 @@ Two cases (issue 12, item 3):
   only) at 1024x2048;
 - ``camvid``: the CamVid-trained searched student (``runs/camvid-cpu/student/best.pt``, 11
   classes) at 384x480, where the agreement with eager fp32 is measured on real CamVid val images
-  and OpenVINO int8 is calibrated on CamVid train images (NNCF).
+  and OpenVINO int8 is calibrated on CamVid train images (NNCF);
+- ``camvid_baseline``: the same with the published FasterSeg student trained on CamVid
+  (``runs/camvid-cpu/baseline/best.pt``).
+
+int8 comes in three forms: ``openvino-int8-bc`` (every convolution int8, NNCF's fast bias
+correction on: the former default), ``openvino-int8`` (every convolution int8, no bias
+correction: today's plain path) and ``openvino-int8-fallback`` (what ``bench --auto`` builds: the
+fp32 fallback search tuned on ``--tune-images`` more CamVid train images up to the 99.5 % floor +
+``TUNE_MARGIN``); the verdict is the agreement on the val images, as in ``bench --auto``.
 
 Every path is prepared first, then timed in interleaved rounds (each round times every path for
 ``--seconds / --rounds``), so the load of other processes on a shared machine hits all of them
@@ -17,6 +25,7 @@ through the ONNX export (``openvino-fp32-onnx``) to compare the two conversion r
 
     OMP_NUM_THREADS=2 python benchmarks/openvino_paths.py [--cases camvid,published]
         [--threads 2] [--seconds 20] [--rounds 4] [--calib-images N] [--check-images N]
+        [--tune-images 4] [--skip openvino-fp32-onnx,...]
 
 Prints a table per case and writes benchmarks/results/openvino_paths.json.
 """
@@ -38,6 +47,7 @@ import torch  # noqa: E402
 
 from fasterseg.bench.runner import percentile  # noqa: E402
 from fasterseg.deploy import openvino as fov  # noqa: E402
+from fasterseg.deploy.auto import TUNE_MARGIN  # noqa: E402
 from fasterseg.deploy.calibration import calibration_images  # noqa: E402
 from fasterseg.deploy.paths import OrtPredictor  # noqa: E402
 from fasterseg.latency.backends import (  # noqa: E402
@@ -54,6 +64,7 @@ DATA = REPO.parent / "shared" / "data" / "camvid"
 DATA_SPEC = "camvid:../shared/data/camvid"
 CASES = {  # name -> (model, size, what the agreement means, calibration / check images)
     "camvid": ("runs/camvid-cpu/student/best.pt", (384, 480), "trained", 32, 20),
+    "camvid_baseline": ("runs/camvid-cpu/baseline/best.pt", (384, 480), "trained", 32, 20),
     "published": ("fasterseg_student", (1024, 2048), "random weights", 8, 2),
 }
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8",
@@ -95,6 +106,15 @@ def openvino_via_onnx(model: torch.nn.Module, size: tuple[int, int], threads: in
     return pred
 
 
+def int8_bias_corrected(model: torch.nn.Module, size: tuple[int, int], threads: int, calib):
+    """OpenVINO int8 as it was before the fallback: every convolution, fast bias correction."""
+    ov_model = fov.quantize_nncf(fov.convert(model, size), calib, bias_correction=True)
+    pred = fov.OpenVINOPredictor(ov_model, "int8", size, threads,
+                                 {"bias_correction": True, "calibration_images": len(calib)})
+    pred.name = "openvino-int8-bc"
+    return pred
+
+
 def time_for(pred, x: torch.Tensor, seconds: float, min_reps: int) -> list[float]:
     times: list[float] = []
     t_end = time.perf_counter() + seconds
@@ -111,8 +131,11 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     model = model.eval()
     real = DATA.is_dir()
     data = DATA_SPEC if real else None
-    calib, cinfo = calibration_images(data, size, args.calib_images or n_calib,
-                                       split="train", seed=0)
+    n_calib = args.calib_images or n_calib
+    calib, cinfo = calibration_images(data, size, n_calib + args.tune_images, split="train",
+                                      seed=0)
+    calib, tune = calib[:n_calib], calib[n_calib:]
+    cinfo.update(images=len(calib), tune_images=len(tune))
     check, kinfo = calibration_images(data, size, args.check_images or n_check,
                                        split="val", seed=1)
     cinfo.pop("files", None)
@@ -127,8 +150,12 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         "openvino-fp32": lambda: fov.compile_openvino(model, size, "fp32", threads=args.threads),
         "openvino-fp32-onnx": lambda: openvino_via_onnx(model, size, args.threads),
         "openvino-bf16": lambda: fov.compile_openvino(model, size, "bf16", threads=args.threads),
+        "openvino-int8-bc": lambda: int8_bias_corrected(model, size, args.threads, calib),
         "openvino-int8": lambda: fov.compile_openvino(model, size, "int8", threads=args.threads,
                                                       calib=calib),
+        "openvino-int8-fallback": lambda: fov.compile_openvino(
+            model, size, "int8", threads=args.threads, calib=calib, check=tune,
+            min_agreement=args.min_agreement + TUNE_MARGIN),
     }
     preds, rows = {}, {}
     refs = [Eager(model)(x).argmax(1) for x in check]
@@ -177,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="int8 calibration images (default: 32 at 384x480, 8 at 1024x2048)")
     ap.add_argument("--check-images", type=int, default=None,
                     help="agreement images (default: 20 at 384x480, 2 at 1024x2048)")
+    ap.add_argument("--tune-images", type=int, default=4,
+                    help="train images the int8 fallback search tunes on (bench --auto: 4)")
+    ap.add_argument("--min-agreement", type=float, default=0.995,
+                    help="the floor of the int8 fallback (+ TUNE_MARGIN while tuning)")
     ap.add_argument("--skip", default="", help="comma-separated paths not to build")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "openvino_paths.json"))
     args = ap.parse_args(argv)

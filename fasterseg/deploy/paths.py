@@ -13,7 +13,8 @@ here and the chooser (``fasterseg.deploy.auto``) times them on the spot:
   without native bf16, and the logits must come back as fp32 anyway);
 - ``onnxruntime-fp32``: the ONNX export in an onnxruntime session;
 - ``int8``: ``fasterseg.deploy.int8.quantize_int8``, calibrated on the images given;
-- ``openvino-fp32|bf16|int8``: ``fasterseg.deploy.openvino.compile_openvino`` (when installed).
+- ``openvino-fp32|bf16|int8``: ``fasterseg.deploy.openvino.compile_openvino`` (when installed);
+  int8 with the same automatic fp32 fallback, floor and tuning images as ``int8``.
 
 The int8 and OpenVINO modules are imported lazily: when absent, those candidates are simply not
 available here.
@@ -271,10 +272,10 @@ def build_candidate(
 
     ``calib``: normalised ``[1, 3, H, W]`` images the int8 paths calibrate on (default: generated
     scenes, with a warning). ``check``: images the int8 path may tune its fp32 fallback layers on
-    (from the calibration split, never the held-out images agreement is measured on).
-    ``keep_fp32``: int8 only, the layers to keep in fp32 (a saved choice's
-    ``info["fp32_nodes"]``), which skips the fallback search. Unavailable candidates and unknown
-    names are a one-line ``UserError``.
+    (from the calibration split, never the held-out images agreement is measured on), up to
+    ``min_agreement``. ``keep_fp32``: int8 paths only, the layers to keep in fp32 (a saved
+    choice's ``info["fp32_nodes"]``), which skips the fallback search. Unavailable candidates
+    and unknown names are a one-line ``UserError``.
     """
     dev = torch.device(device)
     why = unavailable_reason(name, dev)
@@ -303,5 +304,8 @@ def build_candidate(
     from fasterseg.deploy.openvino import compile_openvino
 
     dtype = name.split("-", 1)[1]
-    return compile_openvino(model, size, dtype, threads=threads,
-                            calib=calib if dtype == "int8" else None)
+    if dtype != "int8":
+        return compile_openvino(model, size, dtype, threads=threads)
+    return compile_openvino(model, size, dtype, threads=threads, calib=calib, check=check,
+                            min_agreement=min_agreement,
+                            keep_fp32=None if keep_fp32 is None else list(keep_fp32))

@@ -1,10 +1,12 @@
 """OpenVINO back end: one-line errors without the package (always run); with it, a small derived
-network compiles and matches eager fp32, the IR reads back, int8 (NNCF) runs."""
+network compiles and matches eager fp32, the IR reads back, int8 (NNCF) runs, and its fp32
+fallback keeps convolutions out of int8 until the agreement floor (forced high here)."""
 
 from __future__ import annotations
 
 import builtins
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -170,3 +172,119 @@ def test_int8(model, images):
     assert out.shape == ref.shape
     # int8 of random weights on noise: only roughly the same map, but far from chance (1/5)
     assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.5
+
+
+needs_nncf = pytest.mark.skipif(not (HAVE_OV and HAVE_NNCF),
+                                reason="OpenVINO int8 needs openvino and nncf")
+TINY_ARCH = {
+    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
+    "stem_ratio": 2, "head_ratio": 2,
+    "branches": [{"output_rate": 32, "cells": [
+        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
+        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
+        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
+    ]}],
+    "provenance": {"source": "test"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A three-cell network (15 convolutions): the fallback search quantizes it several times."""
+    from fasterseg.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(TINY_ARCH).eval()
+
+
+def _weights_fp32(pred, node: str) -> bool:
+    """Whether convolution ``node`` of the compiled int8 model reads fp32 weights as they are
+    (NNCF dequantizes int8 weights through a Multiply; an ignored convolution keeps its
+    Constant)."""
+    conv = next(op for op in pred.model.get_ordered_ops() if op.get_friendly_name() == node)
+    return conv.input_value(1).get_node().get_type_name() == "Constant"
+
+
+@needs_nncf
+def test_conv_layers_ids_and_modules(tiny):
+    convs = fov.conv_layers(fov.convert(tiny, SIZE))
+    assert [c["id"] for c in convs] == [f"conv{i}" for i in range(len(convs))]
+    assert convs[0]["layer"].startswith("stem") and convs[-1]["layer"] == "head.classifier"
+    again = fov.conv_layers(fov.convert(tiny, SIZE))  # ids (not node names) are stable
+    assert [c["layer"] for c in again] == [c["layer"] for c in convs]
+
+
+@needs_nncf
+def test_int8_fallback_reports_fp32_layers(tiny, images):
+    """A floor no int8 model reaches (1.0) starts the search; one step: both ends are tried."""
+    calib, check = images[:2], images[2:]
+    pred = fov.compile_openvino(tiny, SIZE, "int8", threads=1, calib=calib, check=check,
+                                min_agreement=1.0, max_fallback=1)
+    info = pred.info
+    json.dumps(info, allow_nan=False)
+    steps = info["fallback_steps"]
+    if steps[0]["agreement"] >= 1.0:
+        pytest.skip("int8 already agrees on every pixel here")
+    n = info["convs"]
+    assert steps[0]["fp32"] == [] and len(steps) == 2
+    assert set(steps[1]["tried"]) == {"conv0", f"conv{n - 1}"}  # first conv and classifier
+    assert steps[1]["fp32"][0] in steps[1]["tried"]
+    assert info["agreement"] == max(s["agreement"] for s in steps)
+    assert info["reached"] is False and info["min_agreement"] == 1.0
+    assert info["agreement_on"] == "check" and info["check_images"] == 1
+    # the model returned keeps the step only when it gained
+    gained = steps[1]["agreement"] > steps[0]["agreement"]
+    assert info["fp32_nodes"] == info["fallback"] == (steps[1]["fp32"] if gained else [])
+    assert info["int8_convs"] == n - len(info["fp32_nodes"])
+    layers = {c["id"]: c for c in fov.conv_layers(fov.convert(tiny, SIZE))}
+    assert info["fp32_layers"] == [layers[i]["layer"] for i in info["fp32_nodes"]]
+    assert len(info["ignored_scope"]) == len(info["fp32_nodes"])
+    with torch.inference_mode():
+        ref = [tiny(x).argmax(1) for x in check]
+    from fasterseg.deploy.int8 import agreement
+
+    assert info["agreement"] == pytest.approx(agreement(pred, check, ref))
+
+
+@needs_nncf
+def test_int8_keep_fp32_skips_the_search(tiny, images):
+    pred = fov.compile_openvino(tiny, SIZE, "int8", threads=1, calib=images[:2],
+                                keep_fp32=["conv0"])
+    info = pred.info
+    assert info["fp32_nodes"] == ["conv0"] and len(info["fallback_steps"]) == 1
+    assert info["fallback"] == [] and info["reached"] is None
+    assert info["agreement_on"] == "calibration"
+    node = info["ignored_scope"][0]
+    assert _weights_fp32(pred, node)  # really left in fp32 by NNCF
+    others = [op.get_friendly_name() for op in pred.model.get_ordered_ops()
+              if op.get_type_name() == "Convolution" and op.get_friendly_name() != node]
+    assert not any(_weights_fp32(pred, o) for o in others)  # the rest is int8
+    with pytest.raises(UserError) as e:
+        fov.compile_openvino(tiny, SIZE, "int8", calib=images[:2], keep_fp32=["conv999"])
+    assert "keep_fp32: no convolution 'conv999'" in _one_line(e)
+    with pytest.raises(UserError) as e:
+        fov.compile_openvino(tiny, SIZE, "int8", calib=images[:2], min_agreement=99.5)
+    assert "min_agreement must be within 0..1" in _one_line(e)
+
+
+def test_auto_gives_openvino_int8_the_int8_floor_and_tune_images(tiny, monkeypatch):
+    """bench --auto: openvino-int8 searches its fallback with the same floor (+ tuning margin)
+    and the same calibration-split tuning images as the onnxruntime int8 path (OpenVINO itself
+    is faked: this is about the wiring, and runs without it)."""
+    from fasterseg.deploy import auto, paths
+
+    seen = {}
+
+    def fake(model_, size, dtype="fp32", **kw):
+        seen[dtype] = kw
+        return paths.build_candidate("eager-fp32", model_, size, threads=1)
+
+    monkeypatch.setattr(fov, "compile_openvino", fake)
+    monkeypatch.setattr(paths, "unavailable_reason", lambda n, d="cpu": None)
+    choice = auto.choose(tiny, SIZE, threads=1, min_agreement=0.995,
+                         candidates=["openvino-int8"], seconds=0.05, rounds=1, check_images=2,
+                         calibration_images=1, tune_malloc=False)
+    kw = seen["int8"]
+    assert kw["min_agreement"] == pytest.approx(0.995 + auto.TUNE_MARGIN)
+    assert len(kw["calib"]) == 1 and len(kw["check"]) == 2 and kw["keep_fp32"] is None
+    assert choice["calibration"]["tune_images"] == 2
