@@ -12,25 +12,14 @@ import torch
 from fasterseg.cli.main import main
 from fasterseg.deploy import int8 as int8_mod
 
-TINY_ARCH = {
-    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
-    "stem_ratio": 2, "head_ratio": 2,
-    "branches": [{"output_rate": 32, "cells": [
-        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
-    ]}],
-    "provenance": {"source": "test"},
-}  # fmt: skip
-
 
 @pytest.mark.skipif(not int8_mod.int8_methods(), reason="onnxruntime quantization is missing")
-def test_bench_cli_int8_json(tmp_path, capsys):
+def test_bench_cli_int8_json(tmp_path, capsys, tiny_arch):
     from fasterseg.models import build_model
     from fasterseg.utils.io import torch_save
 
     torch.manual_seed(0)
-    net = build_model(TINY_ARCH).eval()
+    net = build_model(tiny_arch()).eval()
     ckpt = tmp_path / "tiny.pt"
     torch_save({"arch": net.arch.to_dict(), "model": net.state_dict()}, ckpt)
     # a low floor: no fp32 fallback search (the random tiny net is far from 99.5 %)

@@ -176,25 +176,15 @@ def test_int8(model, images):
 
 needs_nncf = pytest.mark.skipif(not (HAVE_OV and HAVE_NNCF),
                                 reason="OpenVINO int8 needs openvino and nncf")
-TINY_ARCH = {
-    "schema": "fasterseg.arch/1", "name": "tiny32", "num_classes": 3,
-    "stem_ratio": 2, "head_ratio": 2,
-    "branches": [{"output_rate": 32, "cells": [
-        {"op": "conv", "rate": 8, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 16, "stride": 2, "ratio": 2},
-        {"op": "zoomed_conv", "rate": 32, "stride": 1, "ratio": 2},
-    ]}],
-    "provenance": {"source": "test"},
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_arch):
     """A three-cell network (15 convolutions): the fallback search quantizes it several times."""
     from fasterseg.models import build_model
 
     torch.manual_seed(0)
-    return build_model(TINY_ARCH).eval()
+    return build_model(tiny_arch()).eval()
 
 
 def _weights_fp32(pred, node: str) -> bool:
