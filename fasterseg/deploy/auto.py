@@ -457,7 +457,7 @@ def build_from_choice(
         n, n_tune = cal["images"], int(cal.get("tune_images") or 0)
         row = next((r for r in choice["candidates"] if r.get("name") == name), {})
         keep = (row.get("info") or {}).get("fp32_nodes")
-        if name == "int8" and isinstance(keep, list) and size == tuple(choice["size"]):
+        if isinstance(keep, list) and size == tuple(choice["size"]):
             n_tune = 0  # the measured fp32 fallback layers are reused: no search, no tune images
         else:
             keep = None

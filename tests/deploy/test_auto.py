@@ -243,12 +243,16 @@ def test_export_torchscript_format(tmp_path, capsys):
     assert "--verify" in capsys.readouterr().err
 
 
-def test_build_from_choice_int8_reuses_fallback_layers(model, tmp_path, monkeypatch):
-    """An int8 choice is calibrated again on the recorded data, with the measured fp32 layers."""
+@pytest.mark.parametrize("name,backend,node", [("int8", "onnxruntime", "/net/stem/conv"),
+                                               ("openvino-int8", "openvino", "conv0")])
+def test_build_from_choice_int8_reuses_fallback_layers(model, tmp_path, monkeypatch, name,
+                                                       backend, node):
+    """An int8 choice (onnxruntime or OpenVINO) is calibrated again on the recorded data, with
+    the measured fp32 layers: no new fallback search."""
     _, choice = _valid_choice(model, tmp_path)
-    row = {"name": "int8", "backend": "onnxruntime", "dtype": "int8", "latency_ms": 1.0,
-           "agreement": 0.999, "rejected": None, "info": {"fp32_nodes": ["/net/stem/conv"]}}
-    choice = {**choice, "chosen": {**choice["chosen"], "name": "int8"},
+    row = {"name": name, "backend": backend, "dtype": "int8", "latency_ms": 1.0,
+           "agreement": 0.999, "rejected": None, "info": {"fp32_nodes": [node]}}
+    choice = {**choice, "chosen": {**choice["chosen"], "name": name},
               "calibration": {"spec": None, "split": "train", "images": 2, "tune_images": 2},
               "candidates": [*choice["candidates"], row]}
     seen = {}
@@ -259,7 +263,7 @@ def test_build_from_choice_int8_reuses_fallback_layers(model, tmp_path, monkeypa
 
     monkeypatch.setattr(paths, "build_candidate", build)
     pred = auto.build_from_choice(model, auto.validate_choice(choice))
-    assert pred.name == "int8" and seen["keep_fp32"] == ["/net/stem/conv"]
+    assert pred.name == name and seen["keep_fp32"] == [node]
     assert len(seen["calib"]) == 2 and seen["check"] is None and seen["size"] == SIZE
     bad = {**choice, "calibration": {**choice["calibration"], "images": 0}}
     with pytest.raises(UserError, match="calibration.images"):
