@@ -132,15 +132,19 @@ def _run_other(args, model, info) -> int:
         except ImportError:
             raise UserError("OpenVINO is not installed: pip install 'fasterseg[openvino]'") \
                 from None
-        calib = None
-        if args.dtype == "int8":
-            from fasterseg.deploy.calibration import calibration_images
-
-            calib, cinfo = calibration_images(args.calibration_data, size,
-                                              args.calibration_images,
-                                              split=args.calibration_split)
-            result["calibration"] = cinfo
-        path = export_ir(model, out.with_suffix(".xml"), size, dtype=args.dtype, calib=calib)
+        if args.dtype == "int8":  # the checked path: automatic fp32 fallback to the floor
+            pred, binfo = build_checked(
+                "openvino-int8", model, size, threads=args.threads,
+                calib_spec=args.calibration_data, calibration_split=args.calibration_split,
+                calibration_images=args.calibration_images, check_split=args.check_split,
+                check_images=args.check_images, min_agreement=args.min_agreement)
+            path = pred.save(out.with_suffix(".xml"))
+            result.update(agreement=binfo["agreement"], calibration=binfo.get("calibration"),
+                          check=binfo["check"], int8=binfo["path_info"])
+            print(f"openvino int8: {100 * binfo['agreement']:.2f}% of pixels agree with fp32 on "
+                  f"{binfo['check']['images']} held-out {binfo['check']['split']} images")
+        else:
+            path = export_ir(model, out.with_suffix(".xml"), size, dtype=args.dtype)
         result["dtype"] = args.dtype
     else:  # int8-onnx
         pred, binfo = build_checked(

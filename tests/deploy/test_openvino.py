@@ -278,3 +278,27 @@ def test_auto_gives_openvino_int8_the_int8_floor_and_tune_images(tiny, monkeypat
     assert kw["min_agreement"] == pytest.approx(0.995 + auto.TUNE_MARGIN)
     assert len(kw["calib"]) == 1 and len(kw["check"]) == 2 and kw["keep_fp32"] is None
     assert choice["calibration"]["tune_images"] == 2
+
+
+@needs_nncf
+def test_export_openvino_int8_is_the_checked_path(tiny_arch, tmp_path, capsys):
+    """``export --format openvino --dtype int8`` writes the IR of the checked path (fallback search
+    to the floor, agreement reported), not an unchecked all-int8 model."""
+    from fasterseg.cli.main import main
+    from fasterseg.models import build_model
+    from fasterseg.utils.io import torch_save
+
+    torch.manual_seed(0)
+    net = build_model(tiny_arch()).eval()
+    ckpt = tmp_path / "tiny.pt"
+    torch_save({"arch": net.arch.to_dict(), "model": net.state_dict()}, ckpt)
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "m.xml"), "--format", "openvino",
+                 "--dtype", "int8", "--size", "64x96", "--threads", "1",
+                 "--calibration-images", "2", "--check-images", "2", "--min-agreement", "0.3",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["dtype"] == "int8" and 0.3 <= res["agreement"] <= 1.0
+    assert "fp32_nodes" in res["int8"] and res["check"]["images"] == 2
+    assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()
+    assert "pixels agree with fp32" in out
