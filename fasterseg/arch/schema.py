@@ -11,7 +11,7 @@ Optional ``"detail_channels": N`` (absent or 0 = the paper's network) adds a det
 of the input: the stem's 1/4 feature and the head's 1/8 feature, each projected to N channels,
 are fused by a depthwise-separable 3x3 conv and add a 1/4-resolution correction to the logits.
 Thin classes (poles, signs) are one or two pixels wide at 1/8 of a 360x480 image; at 1/4 they are
-resolvable, for 1.5 % more MACs at N = 16 (3.5 % at N = 32).
+resolvable, for 1.5 % more MACs at N = 16 (but 1.22x CPU latency at 1 thread: memory-bound).
 
 Every number is bounded (``LIMITS``): the paper's space (16 layers, ratios 4..12, 19 classes)
 with a generous margin, so a typo such as ``"ratio": 2000`` or a runaway generator is refused in
