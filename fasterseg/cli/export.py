@@ -116,10 +116,29 @@ def _written(path: Path) -> str:
     return f"{' + '.join(str(f) for f in files)} ({size:.1f} MiB)"
 
 
+def _export_checked(args, model, size: tuple[int, int], name: str, suffix: str,
+                    result: dict) -> Path | None:
+    """An int8 path built and checked against fp32 (fallback to --min-agreement), saved as
+    OUTPUT with ``suffix``; its agreement, calibration and check images go into ``result``."""
+    from fasterseg.deploy.auto import build_checked
+
+    pred, binfo = build_checked(
+        name, model, size, threads=args.threads, calib_spec=args.calibration_data,
+        calibration_split=args.calibration_split, calibration_images=args.calibration_images,
+        check_split=args.check_split, check_images=args.check_images,
+        min_agreement=args.min_agreement)
+    path = pred.save(Path(args.output).with_suffix(suffix))
+    result.update(agreement=binfo["agreement"], calibration=binfo.get("calibration"),
+                  check=binfo["check"], int8=binfo["path_info"])
+    label = "openvino int8" if name.startswith("openvino") else "int8"
+    print(f"{label}: {100 * binfo['agreement']:.2f}% of pixels agree with fp32 on "
+          f"{binfo['check']['images']} held-out {binfo['check']['split']} images")
+    return path
+
+
 def _run_other(args, model, info) -> int:
     """torchscript, openvino (IR at --dtype) and int8-onnx."""
     from fasterseg.deploy import paths
-    from fasterseg.deploy.auto import build_checked
 
     size = tuple(args.size)
     out = Path(args.output)
@@ -133,33 +152,15 @@ def _run_other(args, model, info) -> int:
             raise UserError("OpenVINO is not installed: pip install 'fasterseg[openvino]'") \
                 from None
         if args.dtype == "int8":  # the checked path: automatic fp32 fallback to the floor
-            pred, binfo = build_checked(
-                "openvino-int8", model, size, threads=args.threads,
-                calib_spec=args.calibration_data, calibration_split=args.calibration_split,
-                calibration_images=args.calibration_images, check_split=args.check_split,
-                check_images=args.check_images, min_agreement=args.min_agreement)
-            path = pred.save(out.with_suffix(".xml"))
-            result.update(agreement=binfo["agreement"], calibration=binfo.get("calibration"),
-                          check=binfo["check"], int8=binfo["path_info"])
-            print(f"openvino int8: {100 * binfo['agreement']:.2f}% of pixels agree with fp32 on "
-                  f"{binfo['check']['images']} held-out {binfo['check']['split']} images")
+            path = _export_checked(args, model, size, "openvino-int8", ".xml", result)
         else:
             path = export_ir(model, out.with_suffix(".xml"), size, dtype=args.dtype)
         result["dtype"] = args.dtype
     else:  # int8-onnx
-        pred, binfo = build_checked(
-            "int8", model, size, threads=args.threads, calib_spec=args.calibration_data,
-            calibration_split=args.calibration_split, calibration_images=args.calibration_images,
-            check_split=args.check_split, check_images=args.check_images,
-            min_agreement=args.min_agreement)
-        path = pred.save(out.with_suffix(".onnx"))
+        path = _export_checked(args, model, size, "int8", ".onnx", result)
         if path is None or Path(path).suffix != ".onnx":
-            raise UserError(f"the int8 engine here ({pred.info.get('method', pred.backend)}) "
-                            "writes no ONNX file; use --format openvino --dtype int8 or --auto")
-        result.update(agreement=binfo["agreement"], calibration=binfo.get("calibration"),
-                      check=binfo["check"], int8=binfo["path_info"])
-        print(f"int8: {100 * binfo['agreement']:.2f}% of pixels agree with fp32 on "
-              f"{binfo['check']['images']} held-out {binfo['check']['split']} images")
+            raise UserError("the int8 engine here writes no ONNX file; use --format openvino "
+                            "--dtype int8 or --auto")
     path = Path(path)
     print(f"wrote {_written(path)}, input 1x3x{size[0]}x{size[1]}, weights: {info['weights']}")
     result.update(output=str(path), bytes=path.stat().st_size)

@@ -455,20 +455,13 @@ def export_ir(
     size: tuple[int, int],
     dtype: str = "fp32",
     calib: list[torch.Tensor] | None = None,
-    *,
-    check: list[torch.Tensor] | None = None,
-    min_agreement: float | None = None,
-    keep_fp32: Sequence[str] | None = None,
 ) -> Path:
     """Write ``model`` as OpenVINO IR for input ``[1, 3, H, W]``: the ``.xml`` (returned) and
     the ``.bin`` beside it. Input ``image`` (normalised fp32), output ``logits`` (fp32 at the
-    input size). int8 quantizes with NNCF on ``calib`` (``check``, ``min_agreement``,
-    ``keep_fp32``: the fp32 fallback, as in ``compile_openvino``); bf16 is the same graph as
-    fp32 (compile it with ``INFERENCE_PRECISION_HINT=bf16``), recorded in the IR's rt_info.
+    input size). int8 quantizes with NNCF on ``calib`` (every convolution; the checked path
+    with its fp32 fallback is ``compile_openvino(..., min_agreement=...).save``); bf16 is the
+    same graph as fp32 (compile it with ``INFERENCE_PRECISION_HINT=bf16``), recorded in the IR's
+    rt_info.
     """
-    if dtype == "int8" and (min_agreement is not None or keep_fp32 is not None):
-        pred = compile_openvino(model, size, dtype, calib=calib, check=check,
-                                min_agreement=min_agreement, keep_fp32=keep_fp32)
-        return save_ir(pred.model, path, dtype)
     ov_model, _ = _prepare(model, size, dtype, calib)
     return save_ir(ov_model, path, dtype)
