@@ -23,6 +23,7 @@ COMMANDS = (
     "data",
     "train",
     "eval",
+    "fit_offsets",
     "predict",
     "latency",
     "bench",
