@@ -125,7 +125,8 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     elapsed = time.perf_counter() - t0
     report = build_report(cfg, out, elapsed)
     print(f"report: {report}  ({elapsed:.0f} s)")
-    print(f"next: open {report}; deploy with `fasterseg export {out}/student_kd/best.pt -o student.onnx --verify`")
+    best = "best.offsets.pt" if cfg.train.fit_offsets else "best.pt"
+    print(f"next: open {report}; deploy with `fasterseg export {out}/student_kd/{best} -o student.onnx --verify`")
     if args.json:
         summary = {"out": str(out), "report": str(report), "seconds": elapsed}
         for run in ("teacher", "student_kd", "student", "baseline"):

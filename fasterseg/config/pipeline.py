@@ -44,6 +44,10 @@ class TrainStage:
     # Extra training seeds for the distillation study: the distilled and the plain student are
     # trained again with each seed (the first pair uses the train config's own seed).
     seeds: list[int] = field(default_factory=list)
+    # Per-class logit offsets fitted on the training images after each training
+    # (`fasterseg fit-offsets`, folded into the classifier bias: no inference cost); evaluation
+    # and benchmarks then use <run>/best.offsets.pt. False is the paper's network.
+    fit_offsets: bool = False
 
 
 @dataclass

@@ -80,7 +80,15 @@ def marker_path(out: Path, stage: Stage) -> Path:
 
 
 def is_done(out: Path, stage: Stage) -> bool:
-    return marker_path(out, stage).is_file()
+    """The stage's marker exists (and, for an evaluation, it evaluated the same checkpoint: a
+    switch to ``train.fit_offsets`` must not keep the numbers of the checkpoint before it)."""
+    if not marker_path(out, stage).is_file():
+        return False
+    if stage.argv[:1] == ["eval"] and len(stage.argv) > 1:
+        evaluated = (load_marker(out, stage.name) or {}).get("checkpoint")
+        if evaluated is not None and evaluated != stage.argv[1]:
+            return False
+    return True
 
 
 def load_marker(out: Path, name: str) -> dict | None:

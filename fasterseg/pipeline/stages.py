@@ -138,6 +138,14 @@ def build_stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
     for r in runs:
         ckpt = out / r.name / "best.pt"
         run_sets = [a for s in r.sets if s.startswith("data.") for a in ("--set", s)]
+        if cfg.train.fit_offsets:
+            # fitted on the run's own training images (its holdout stays unseen); a re-run of an
+            # interrupted stage replaces the derived file
+            fitted = out / r.name / "best.offsets.pt"
+            stages.append(Stage(f"offsets_{r.name}", f"fit logit offsets of {r.name}", [
+                "fit-offsets", str(ckpt), "-o", str(fitted), "--overwrite", *sets, *run_sets,
+                "--device", cfg.device, "--json"], needs=[ckpt], kind="offsets"))
+            ckpt = fitted
         for stage_name, split in r.evals:
             stages.append(Stage(stage_name, f"evaluate {r.name} on {split}", [
                 "eval", str(ckpt), "--data", data_spec(cfg), "--split", split,

@@ -110,3 +110,39 @@ def test_cli_needs_a_trained_checkpoint(capsys):
     assert main(["fit-offsets", "fasterseg_student", "--data", "synthetic"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained checkpoint" in err[0]
+
+
+def test_pipeline_option_adds_a_fit_stage_and_evaluates_its_checkpoint(tmp_path):
+    from fasterseg.config.core import load_config
+    from fasterseg.config.pipeline import PipelineConfig
+    from fasterseg.pipeline.stages import build_stages
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(PipelineConfig, repo / "configs" / "pipeline" / "demo_smoke.yaml")
+    plain = {s.name: s for s in build_stages(cfg, tmp_path)}
+    assert not any(n.startswith("offsets_") for n in plain)
+    cfg.train.fit_offsets = True
+    stages = build_stages(cfg, tmp_path)
+    names = [s.name for s in stages]
+    by_name = {s.name: s for s in stages}
+    for run in ("teacher", "student_kd", "student"):
+        fit = by_name[f"offsets_{run}"]
+        assert fit.argv[:2] == ["fit-offsets", str(tmp_path / run / "best.pt")]
+        assert names.index(f"offsets_{run}") < names.index(f"eval_{run}")
+        assert by_name[f"eval_{run}"].argv[1] == str(tmp_path / run / "best.offsets.pt")
+    # distillation still uses the teacher's own weights
+    assert str(tmp_path / "teacher" / "best.pt") in by_name["student_kd"].argv
+
+
+def test_an_eval_marker_of_another_checkpoint_is_not_done(tmp_path):
+    from fasterseg.pipeline.runner import is_done
+    from fasterseg.pipeline.stages import Stage
+
+    stage = Stage("eval_student", "evaluate", ["eval", "run/student/best.offsets.pt", "--json"],
+                  kind="eval")
+    (tmp_path / "stages").mkdir()
+    marker = tmp_path / "stages" / "eval_student.json"
+    marker.write_text(json.dumps({"miou": 0.5, "checkpoint": "run/student/best.pt"}))
+    assert not is_done(tmp_path, stage)  # evaluated before the offsets were switched on
+    marker.write_text(json.dumps({"miou": 0.5, "checkpoint": "run/student/best.offsets.pt"}))
+    assert is_done(tmp_path, stage)
