@@ -24,9 +24,14 @@ Without VNNI, x86 int8 kernels multiply uint8 x int8 pairs into a saturating int
 7 bits there (``reduce_range``), as onnxruntime recommends; with VNNI they use all 8.
 
 Fallback: when agreement with fp32 on ``check`` is under ``min_agreement``, convolutions are
-kept in fp32 one at a time, greedily: each step tries the next convolution from the output end
-and the next from the input end (where quantization hurts most) and keeps the one that gains
-more, until the floor or ``max_fallback`` is reached. ``info`` names them.
+kept in fp32 by ``fasterseg.deploy.fallback.search``: each is scored once alone in fp32, then
+they are added by agreement gained per MAC kept in fp32 until the floor or ``max_fallback``.
+Every build after the first reuses the calibrated ranges (onnxruntime's calibration cache), so a
+try costs a graph rewrite and a session, not a calibration. ``info`` names them.
+
+Calibration: ``minmax`` (default), ``percentile`` (histogram, 99.999 % by default) or
+``entropy``, all through onnxruntime's calibrators in strided chunks (memory bounded at
+1024x2048); numbers in docs/int8.md.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["OrtInt8Predictor", "agreement", "int8_methods", "quantize_int8"]
 
 METHODS = ("onnxruntime",)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_PERCENTILE = 99.999
+DEFAULT_CALIBRATION = "minmax"
+# rank the fp32 fallback candidates by agreement gained per MAC kept in fp32 (else by gain)
+FALLBACK_COST = True
 
 
 def _ort_quantization() -> bool:
@@ -143,6 +153,7 @@ def quantize_int8(
     keep_fp32: Sequence[str] | None = None,
     max_fallback: int = 8,
     calib_info: dict[str, Any] | None = None,
+    calibration: str = DEFAULT_CALIBRATION,
 ):
     """Quantize ``model`` to int8 for ``size`` and return a ``Predictor``.
 
@@ -152,7 +163,9 @@ def quantize_int8(
     ``info``). ``keep_fp32``: ONNX node names to keep in fp32 (e.g. from a saved choice's
     ``info["fp32_nodes"]``); given, no automatic search runs. ``calib_info`` (from
     ``calibration_images``) is copied into ``info["calibration"]``. The caller's model is not
-    changed. Every failure a user can fix is a one-line ``UserError``.
+    changed. ``calibration``: how activation ranges are set from ``calib`` (``minmax``,
+    ``percentile`` (99.999, or ``percentile:P``) or ``entropy``; see the module docstring).
+    Every failure a user can fix is a one-line ``UserError``.
     """
     available = int8_methods()
     if method == "auto":
@@ -171,9 +184,11 @@ def quantize_int8(
         _check_images(check, size, "check")
     if not 0.0 <= float(min_agreement) <= 1.0:
         raise UserError(f"min_agreement must be within 0..1, got {min_agreement}")
+    _calibration(calibration)
     return _quantize_ort(model, size, calib, threads=threads, check=check,
                          min_agreement=float(min_agreement), keep_fp32=keep_fp32,
-                         max_fallback=int(max_fallback), calib_info=calib_info)
+                         max_fallback=int(max_fallback), calib_info=calib_info,
+                         calibration=calibration)
 
 
 class _Reader:
@@ -196,6 +211,26 @@ class _Reader:
         return len(self.images)
 
 
+def _calibration(spec: str) -> tuple[Any, dict[str, Any]]:
+    """``minmax``, ``entropy``, ``percentile`` or ``percentile:P`` -> (onnxruntime
+    ``CalibrationMethod``, its extra options). One-line ``UserError`` for anything else."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    name, _, arg = spec.partition(":")
+    if name == "percentile":
+        try:
+            p = float(arg or DEFAULT_PERCENTILE)
+        except ValueError:
+            p = -1.0
+        if not 50.0 < p <= 100.0:
+            raise UserError(f"int8 calibration {spec!r}: the percentile must be in (50, 100]")
+        return CalibrationMethod.Percentile, {"CalibPercentile": p}
+    if name in ("minmax", "entropy") and not arg:
+        return getattr(CalibrationMethod, "MinMax" if name == "minmax" else "Entropy"), {}
+    raise UserError(f"unknown int8 calibration {spec!r} (choose from "
+                    f"{', '.join(CALIBRATION_METHODS)}, percentile:P)")
+
+
 def _stride(n: int, most: int = 4) -> int:
     """The largest divisor of ``n`` up to ``most``: images per calibration chunk.
 
@@ -205,15 +240,98 @@ def _stride(n: int, most: int = 4) -> int:
     return max(k for k in range(1, most + 1) if n % k == 0)
 
 
-def _graph_facts(path: Path) -> tuple[list[str], list[str], set[str]]:
-    """(Conv node names in graph order, Resize nodes that produce a graph output, all names)."""
+def _graph_facts(path: Path) -> tuple[list[str], list[str], set[str], dict[str, int]]:
+    """(Conv node names in graph order, Resize nodes that produce a graph output, all names,
+    MACs per image of each Conv: what keeping it in fp32 costs, roughly)."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     outputs = {o.name for o in graph.output}
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     final = [n.name for n in graph.node if n.op_type == "Resize" and set(n.output) & outputs]
-    return convs, final, {n.name for n in graph.node}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.value_info, *graph.output]}
+    macs: dict[str, int] = {}
+    for n in graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        w, out = weights.get(n.input[1]), shapes.get(n.output[0])
+        if w and out and all(d > 0 for d in out[2:]):
+            macs[n.name] = int(np.prod(w)) * int(np.prod(out[2:]))
+    return convs, final, {n.name for n in graph.node}, macs
+
+
+def _module_macs(net: nn.Module, size: tuple[int, int]) -> dict[str, int]:
+    """MACs per image of every ``nn.Conv2d`` of ``net`` (by module name), from one forward."""
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, mod in net.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            def hook(m: nn.Conv2d, _inp: Any, out: torch.Tensor, name: str = name) -> None:
+                k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                macs[name] = int(out[0].numel()) * k
+            hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, 3, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+class _OrtBuilder:
+    """The exported, pre-processed fp32 graph in ``tmp`` and its calibration cache: ``build``
+    quantizes it again with some nodes left in fp32, without running the calibration again
+    (the ranges are cached after the first build), so the fallback search costs one
+    calibration plus one graph rewrite and session per try."""
+
+    def __init__(self, net: nn.Module, size: tuple[int, int], calib: Sequence[torch.Tensor],
+                 tmp: Path, *, calibration: str, threads: int | None, reduce_range: bool) -> None:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from fasterseg.export.onnx import export_onnx
+
+        self.size, self.calib, self.tmp, self.threads = size, list(calib), tmp, threads
+        self.calibration, self.reduce_range = calibration, reduce_range
+        export_onnx(net, tmp / "fp32.onnx", size, dynamic_batch=True)
+        # ONNX's own shape inference is enough for this static graph (only the batch is free);
+        # the symbolic one would import sympy, seconds for nothing
+        quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
+        self.convs, self.final, self.nodes, self.macs = _graph_facts(tmp / "pre.onnx")
+        # ONNX shape inference loses the spatial sizes after some resizes: count the rest on
+        # the PyTorch module (the export names node /a.0/b/Conv after module a.0.b)
+        torch_macs = _module_macs(net, size)
+        for c in self.convs:
+            key = c.strip("/").removesuffix("/Conv").replace("/", ".")
+            self.macs.setdefault(c, torch_macs.get(key, 0))
+        self.macs = {c: m for c, m in self.macs.items() if m > 0}
+        self.cache = tmp / f"ranges-{calibration.replace(':', '-')}.json"
+        self.builds = 0
+
+    def build(self, exclude: Sequence[str]) -> OrtInt8Predictor:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        out = self.tmp / f"int8_{self.builds}.onnx"
+        self.builds += 1
+        method, extra = _calibration(self.calibration)
+        histogram = not self.calibration.startswith("minmax")
+        quantize_static(
+            str(self.tmp / "pre.onnx"), str(out), _Reader("image", self.calib),
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.reduce_range,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=method, nodes_to_exclude=list(exclude),
+            calibration_cache_path=str(self.cache),
+            # ranges (or histograms) merged every `stride` images: memory stays bounded at
+            # 1024x2048; a histogram method copies each chunk's tensors twice more, so its
+            # chunks are smaller
+            extra_options={**extra,
+                           "CalibStridedMinMax": _stride(len(self.calib), 2 if histogram else 4)},
+        )
+        pred = OrtInt8Predictor(out.read_bytes(), self.size, self.threads, {})
+        out.unlink()
+        return pred
 
 
 def _quantize_ort(
@@ -227,12 +345,11 @@ def _quantize_ort(
     keep_fp32: Sequence[str] | None,
     max_fallback: int,
     calib_info: dict[str, Any] | None,
+    calibration: str,
 ) -> OrtInt8Predictor:
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from fasterseg.export.onnx import export_onnx
+    from fasterseg.deploy import fallback
 
     t_start = time.perf_counter()
     net = copy.deepcopy(model).cpu().float().eval()
@@ -246,101 +363,55 @@ def _quantize_ort(
         reference = [net(x).argmax(1) for x in probe]
 
     with tempfile.TemporaryDirectory(prefix="fasterseg-int8-") as tmp:
-        tmp = Path(tmp)
-        export_onnx(net, tmp / "fp32.onnx", size, dynamic_batch=True)
-        # ONNX's own shape inference is enough for this static graph (only the batch is free);
-        # the symbolic one would import sympy, seconds for nothing
-        quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
-        convs, final, all_nodes = _graph_facts(tmp / "pre.onnx")
-        forced = list(final)
+        builder = _OrtBuilder(net, size, calib, Path(tmp), calibration=calibration,
+                              threads=threads, reduce_range=reduce_range)
+        convs = builder.convs
+        forced = list(builder.final)
         if keep_fp32 is not None:
-            bad = [n for n in keep_fp32 if n not in all_nodes]
+            bad = [n for n in keep_fp32 if n not in builder.nodes]
             if bad:
                 raise UserError(f"keep_fp32: no node {bad[0]!r} in the exported graph "
                                 f"(convolutions: {', '.join(convs[:3])}, ...)")
             forced = list(dict.fromkeys([*forced, *keep_fp32]))
-        cache = tmp / "ranges.json"
-        calls = {"n": 0}
 
-        def build(exclude: list[str]) -> OrtInt8Predictor:
-            out = tmp / f"int8_{calls['n']}.onnx"
-            calls["n"] += 1
-            quantize_static(
-                str(tmp / "pre.onnx"), str(out), _Reader("image", calib),
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
-                calibration_cache_path=str(cache),
-                # ranges merged every `stride` images: memory stays bounded at 1024x2048
-                extra_options={"CalibStridedMinMax": _stride(len(calib))},
-            )
-            return OrtInt8Predictor(out.read_bytes(), size, threads, {})
+        def build(exclude: list[str]) -> tuple[float, OrtInt8Predictor]:
+            pred = builder.build(exclude)
+            return agreement(pred, probe, reference), pred
 
-        def score(pred: OrtInt8Predictor) -> float:
-            return agreement(pred, probe, reference)
-
-        excluded = list(forced)
-        best = build(excluded)
-        best_agree = score(best)
-        steps: list[dict[str, Any]] = [{"fp32": list(excluded), "agreement": best_agree}]
-        added: list[str] = []
-        if keep_fp32 is None:
-            from_out = [c for c in reversed(convs) if c not in excluded]
-            from_in = [c for c in convs if c not in excluded]
-            while best_agree < min_agreement and len(added) < max_fallback:
-                tried = [c for c in (next((c for c in from_out if c not in added), None),
-                                     next((c for c in from_in if c not in added), None)) if c]
-                if not tried:
-                    break
-                results = []
-                for cand in dict.fromkeys(tried):
-                    pred = build([*excluded, cand])
-                    results.append((score(pred), cand, pred))
-                gain, cand, pred = max(results, key=lambda r: r[0])
-                added.append(cand)
-                excluded.append(cand)
-                steps.append({"fp32": [cand], "agreement": gain,
-                              "tried": {c: a for a, c, _ in results}})
-                logger.info("int8: %s kept in fp32 -> agreement %.4f", cand, gain)
-                if gain > best_agree:  # a step that gains nothing is kept only if a later one does
-                    best, best_agree = pred, gain
-            best_nodes = _nodes_of(steps, best_agree)
-        else:
-            best_nodes = excluded
-        reached = best_agree >= min_agreement
+        found = fallback.search(build, convs, floor=None if keep_fp32 is not None else
+                                min_agreement, forced=forced, max_fallback=max_fallback,
+                                cost=builder.macs if FALLBACK_COST else None, what="int8")
+        reached = found.agreement >= min_agreement
         if not reached:
             logger.warning("int8: agreement with fp32 %.4f stays under the floor %.4f after "
-                           "%d fp32 fallbacks", best_agree, min_agreement, len(added))
+                           "%d fp32 fallbacks", found.agreement, min_agreement, len(found.kept))
+    best = found.model
     best.info = {
         "method": "onnxruntime",
         "engine": f"onnxruntime {ort.__version__}",
         "format": "QDQ",
         "weights": "int8 per-channel symmetric" + (" (7-bit, no VNNI)" if reduce_range else ""),
-        "activations": "uint8 per-tensor, min/max calibrated",
+        "activations": f"uint8 per-tensor, {calibration} calibrated",
+        "calibration_method": calibration,
         "reduce_range": reduce_range,
         "vnni": vnni,
         "threads": threads,
         "calibration": {**(calib_info or {}), "images": len(calib)},
-        "agreement": best_agree,
+        "agreement": found.agreement,
         "agreement_on": "calibration" if on_calib else "check",
         "check_images": len(probe),
         "min_agreement": min_agreement,
         "reached": reached,
-        "fp32_nodes": best_nodes,
-        "fallback": [n for n in best_nodes if n not in forced],
-        "fallback_steps": steps,
-        "int8_convs": len([c for c in convs if c not in best_nodes]),
+        "fp32_nodes": found.fp32,
+        "fallback": found.kept,
+        "fallback_steps": found.steps,
+        "fallback_rank": "gain per MAC" if FALLBACK_COST else "gain",
+        "sensitivity": found.sensitivity,
+        "builds": builder.builds,
+        "fp32_macs": sum(builder.macs.get(n, 0) for n in found.fp32),
+        "macs": sum(builder.macs.values()),
+        "int8_convs": len([c for c in convs if c not in found.fp32]),
         "convs": len(convs),
         "quantize_s": time.perf_counter() - t_start,
     }
     return best
-
-
-def _nodes_of(steps: list[dict[str, Any]], target: float) -> list[str]:
-    """fp32 nodes of the first step that reached ``target`` agreement (the model returned)."""
-    nodes: list[str] = []
-    for step in steps:
-        nodes.extend(step["fp32"])
-        if step["agreement"] >= target:
-            return nodes
-    return nodes

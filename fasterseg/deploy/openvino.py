@@ -15,15 +15,16 @@ compiled for the CPU with the latency hint:
   the model's dataset, see ``fasterseg.deploy.calibration``), with an automatic fp32 fallback
   when asked for an agreement floor.
 
-Fallback (``min_agreement``), as the onnxruntime int8 path (``fasterseg.deploy.int8``) does it:
-when the share of pixels whose class equals the fp32 model's on the check images is under the
-floor, convolutions are kept in fp32 (NNCF's ``ignored_scope``) one at a time, greedily: each
-step quantizes again with the next convolution from the output end and the next from the input
-end kept in fp32 (where int8 hurts most: the first convolution loses the image's fine contrast,
-the classifier flips near-tie logits) and keeps the one that gains more, until the floor or
-``max_fallback`` steps. ``info`` names the convolutions kept (``fp32_nodes``: ``convN``, the
-N-th convolution in graph order, stable from one conversion to the next, unlike OpenVINO's node
-names; ``fp32_layers``: the PyTorch modules they come from).
+Fallback (``min_agreement``), the search the onnxruntime int8 path uses too
+(``fasterseg.deploy.fallback``): when the share of pixels whose class equals the fp32 model's on
+the check images is under the floor, convolutions are kept in fp32 (NNCF's ``ignored_scope``).
+Each convolution is first scored alone in fp32 without quantizing again (``_fp32_variant``: the
+quantized model with that convolution's FakeQuantize bypassed and its fp32 weights back, one
+compile each instead of one ``nncf.quantize`` with its calibration), then they are added by
+agreement gained per MAC, each step a real quantization, until the floor or ``max_fallback``.
+``info`` names the convolutions kept (``fp32_nodes``: ``convN``, the N-th convolution in graph
+order, stable from one conversion to the next, unlike OpenVINO's node names; ``fp32_layers``:
+the PyTorch modules they come from).
 
 ``openvino`` and ``nncf`` are optional (``pip install 'fasterseg[openvino]'``) and imported only
 when used: without them ``openvino_version()`` is None and every entry point is a one-line
@@ -327,6 +328,46 @@ def _convert_checked(model: nn.Module, size: Sequence[int], dtype: str,
     return ov_model, info
 
 
+def _fp32_variant(q_model: Any, fp32_model: Any, node: str) -> Any:
+    """A copy of the quantized ``q_model`` with convolution ``node`` in fp32: its input read
+    past its FakeQuantize, its weights the fp32 ones of ``fp32_model`` (NNCF stores quantized
+    weights as int8 constants and a dequantizing Multiply); every other range as calibrated.
+    About what NNCF's ``ignored_scope`` gives, without quantizing again (a compile and a score
+    instead of a whole ``nncf.quantize`` with its calibration), to rank the fallback's
+    candidates."""
+    from openvino import opset13 as ops
+
+    m = q_model.clone()
+    conv = next((op for op in m.get_ops() if op.get_friendly_name() == node), None)
+    orig = next((op for op in fp32_model.get_ops() if op.get_friendly_name() == node), None)
+    if conv is None or orig is None:
+        return m
+    src = conv.input(0).get_source_output().get_node()
+    if src.get_type_name() == "FakeQuantize":
+        conv.input(0).replace_source_output(src.input_value(0))
+    weights = orig.input_value(1).get_node()
+    if weights.get_type_name() == "Constant":
+        const = ops.constant(np.array(weights.get_data(), copy=True))
+        const.set_friendly_name(f"{node}/fp32_weights")
+        conv.input(1).replace_source_output(const.output(0))
+    m.validate_nodes_and_infer_types()
+    return m
+
+
+def _conv_macs(ov_model: Any) -> dict[str, int]:
+    """MACs per image of each convolution (``convN`` ids): what keeping it in fp32 costs."""
+    convs = [op for op in ov_model.get_ordered_ops()
+             if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    macs = {}
+    for i, op in enumerate(convs):
+        w = [int(d) for d in op.get_input_partial_shape(1).to_shape()]
+        out = [int(d) for d in op.get_output_partial_shape(0).to_shape()]
+        if op.get_type_name() == "GroupConvolution":  # [G, O/G, I/G, kh, kw]
+            w = [w[0] * w[1], *w[2:]]
+        macs[f"conv{i}"] = int(np.prod(w)) * int(np.prod(out[2:]))
+    return macs
+
+
 def _int8_with_fallback(
     model: nn.Module,
     size: tuple[int, int],
@@ -338,9 +379,10 @@ def _int8_with_fallback(
     keep_fp32: Sequence[str] | None,
     max_fallback: int,
 ) -> OpenVINOPredictor:
-    """int8 with the greedy fp32 fallback of the module docstring (or the given ``keep_fp32``
+    """int8 with the fp32 fallback of the module docstring (or the given ``keep_fp32``
     convolutions, no search); the returned predictor's ``info`` says what was kept and why."""
-    from fasterseg.deploy.int8 import agreement
+    from fasterseg.deploy import fallback
+    from fasterseg.deploy.int8 import FALLBACK_COST, agreement
 
     if min_agreement is not None and not 0.0 <= float(min_agreement) <= 1.0:
         raise UserError(f"min_agreement must be within 0..1, got {min_agreement}")
@@ -352,6 +394,7 @@ def _int8_with_fallback(
     ov_model, info = _convert_checked(model, size, "int8", calib)
     convs = conv_layers(ov_model)
     by_id = {c["id"]: c for c in convs}
+    macs = _conv_macs(ov_model)
     if keep_fp32 is not None:
         bad = [n for n in keep_fp32 if n not in by_id]
         if bad:
@@ -365,47 +408,43 @@ def _int8_with_fallback(
     net = copy.deepcopy(model).eval().float().cpu()
     with torch.inference_mode():
         reference = [net(x).argmax(1) for x in probe]
+    quantized: dict[str, Any] = {}
+    counts = {"quantize": 0, "variants": 0}
 
     def build(ids: list[str]) -> tuple[float, OpenVINOPredictor]:
         q = quantize_nncf(ov_model, calib, fp32_nodes=[by_id[i]["node"] for i in ids])
+        counts["quantize"] += 1
+        quantized.setdefault("base", q)  # the first build: the forced layers only
         pred = OpenVINOPredictor(q, "int8", size, threads, {})
         return agreement(pred, probe, reference), pred
 
-    excluded = list(dict.fromkeys(keep_fp32 or []))
-    best_agree, best = build(excluded)
-    steps: list[dict[str, Any]] = [{"fp32": list(excluded), "agreement": best_agree}]
-    added: list[str] = []
-    best_ids = list(excluded)
-    if keep_fp32 is None and min_agreement is not None:
-        ids = [c["id"] for c in convs]
-        while best_agree < min_agreement and len(added) < max_fallback:
-            ends = (next((c for c in reversed(ids) if c not in excluded), None),
-                    next((c for c in ids if c not in excluded), None))
-            tried = list(dict.fromkeys(c for c in ends if c))
-            if not tried:
-                break
-            results = [(*build([*excluded, c]), c) for c in tried]
-            gain, pred, cand = max(results, key=lambda r: r[0])
-            added.append(cand)
-            excluded.append(cand)
-            steps.append({"fp32": [cand], "agreement": gain,
-                          "tried": {c: a for a, _, c in results}})
-            logger.info("openvino-int8: %s (%s) kept in fp32 -> agreement %.4f", cand,
-                        by_id[cand]["layer"], gain)
-            if gain > best_agree:  # a step that gains nothing is kept only if a later one does
-                best, best_agree, best_ids = pred, gain, list(excluded)
-    reached = None if min_agreement is None else best_agree >= min_agreement
+    def score_one(cid: str) -> float:
+        counts["variants"] += 1
+        variant = _fp32_variant(quantized["base"], ov_model, by_id[cid]["node"])
+        return agreement(OpenVINOPredictor(variant, "int8", size, threads, {}), probe, reference)
+
+    searching = keep_fp32 is None and min_agreement is not None
+    found = fallback.search(build, [c["id"] for c in convs],
+                            floor=min_agreement if searching else None,
+                            forced=list(keep_fp32 or []), max_fallback=max_fallback,
+                            score_one=score_one, cost=macs if FALLBACK_COST else None,
+                            what="openvino-int8")
+    reached = None if min_agreement is None else found.agreement >= min_agreement
     if reached is False:
         logger.warning("openvino-int8: agreement with fp32 %.4f stays under the floor %.4f "
-                       "after %d fp32 fallbacks", best_agree, min_agreement, len(added))
+                       "after %d fp32 fallbacks", found.agreement, min_agreement, len(found.kept))
+    best, best_ids = found.model, found.fp32
     best.info.update(
         info, quantizer="nncf.quantize", nncf=nncf_version(), preset="performance",
-        bias_correction=False, calibration_images=len(calib), agreement=best_agree,
+        bias_correction=False, calibration_images=len(calib), agreement=found.agreement,
         agreement_on="calibration" if on_calib else "check", check_images=len(probe),
         min_agreement=min_agreement, reached=reached, fp32_nodes=best_ids,
         fp32_layers=[by_id[i]["layer"] for i in best_ids],
         ignored_scope=[by_id[i]["node"] for i in best_ids],
-        fallback=[i for i in best_ids if i not in (keep_fp32 or [])], fallback_steps=steps,
+        fallback=found.kept, fallback_steps=found.steps,
+        fallback_rank="gain per MAC" if FALLBACK_COST else "gain",
+        sensitivity=found.sensitivity, quantizations=counts["quantize"],
+        fp32_macs=sum(macs.get(i, 0) for i in best_ids), macs=sum(macs.values()),
         int8_convs=len(convs) - len(best_ids), convs=len(convs),
         quantize_s=time.perf_counter() - t_start)
     return best

@@ -93,3 +93,18 @@ def test_score_one_replaces_the_scan_builds():
 def test_rank_keeps_graph_order_on_ties():
     assert fallback.rank({"a": 0.5, "b": 0.6, "c": 0.6}, 0.4) == ["b", "c", "a"]
     assert fallback.rank({"a": 0.5}, 0.5) == []
+    # no cost known for b: it counts at the mean of the others (2), not as free
+    assert fallback.rank({"a": 0.6, "b": 0.6, "c": 0.5}, 0.4, {"a": 1.0, "c": 3.0}) == \
+        ["a", "b", "c"]
+
+
+def test_noise_level_gains_are_not_worth_fp32():
+    """Layers that gain less than ``min_gain`` (alone or in company) stay int8 even when the
+    floor is out of reach: they would cost latency for noise."""
+    eng = FakeEngine(gains={"c0": 0.005, "c1": 0.0001, "c2": 0.00015})
+    found = fallback.search(eng.build, ["c0", "c1", "c2"], floor=0.999, min_gain=0.0002)
+    assert found.kept == ["c0"] and found.order == ["c0"] and not found.reached
+    assert found.builds == 1 + 3 + 1
+    eng = FakeEngine(gains={"c0": 0.005, "c1": 0.0001, "c2": 0.00015})
+    assert fallback.search(eng.build, ["c0", "c1", "c2"], floor=0.999, min_gain=0.0).kept == \
+        ["c0", "c2", "c1"]

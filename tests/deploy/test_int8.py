@@ -14,6 +14,7 @@ import torch
 
 from fasterseg.deploy import int8 as int8_mod
 from fasterseg.deploy.calibration import calibration_images
+from fasterseg.deploy.fallback import MIN_GAIN
 from fasterseg.deploy.predictor import Predictor
 from fasterseg.errors import UserError
 
@@ -109,12 +110,34 @@ def test_fallback_runs_when_the_floor_is_not_met(tiny, images):
     steps = info["fallback_steps"]
     if steps[0]["agreement"] >= 1.0:
         pytest.skip("int8 already agrees on every pixel here")
-    assert len(steps) == 2  # the full int8 model, then one convolution kept in fp32
-    assert all(len(s["tried"]) >= 1 and s["fp32"][0] in s["tried"] for s in steps[1:])
+    # every convolution scored once, alone in fp32 (the calibration ran once: builds reuse it)
+    conv_names = [n.name for n in _conv_nodes(q)] + info["fallback"]
+    assert set(info["sensitivity"]) <= set(conv_names) and len(info["sensitivity"]) == \
+        info["convs"]
+    assert info["builds"] == 1 + info["convs"] + len(steps) - 1
+    gaining = [c for c, a in info["sensitivity"].items()
+               if a >= steps[0]["agreement"] + MIN_GAIN]
+    if not gaining:
+        assert len(steps) == 1 and info["fallback"] == []
+        return
+    # the first try is the most sensitive convolution per MAC it costs in fp32
+    assert len(steps) == 2 and steps[1]["fp32"][0] in gaining
+    assert steps[1]["agreement"] == pytest.approx(info["sensitivity"][steps[1]["fp32"][0]])
     assert info["agreement"] == max(s["agreement"] for s in steps)
     assert info["reached"] == (info["agreement"] >= 1.0)
-    assert set(info["fallback"]) <= {s["fp32"][0] for s in steps[1:]}
+    assert info["fallback"] == ([steps[1]["fp32"][0]] if steps[1]["kept"] else [])
+    assert steps[1]["kept"] == (steps[1]["agreement"] >= steps[0]["agreement"] + MIN_GAIN)
     assert info["int8_convs"] == info["convs"] - len(info["fallback"])
+    assert info["macs"] > 0 and (info["fp32_macs"] > 0) == bool(info["fallback"])
+
+
+@pytest.mark.parametrize("method", ["percentile:99.99", "entropy"])
+def test_other_calibration_methods(tiny, images, method):
+    calib, check, _ = images
+    q = int8_mod.quantize_int8(tiny, SIZE, calib, check=check, min_agreement=0.0, threads=1,
+                               calibration=method)
+    assert q.info["calibration_method"] == method and method in q.info["activations"]
+    assert q.info["agreement"] > 0.5 and q(check[0]).shape == (1, 3, *SIZE)
 
 
 def test_keep_fp32_skips_the_search_and_is_honoured(tiny, images, quantized):
@@ -147,6 +170,10 @@ def test_bad_arguments_are_one_line(tiny, images):
         int8_mod.quantize_int8(tiny, SIZE, [])
     with pytest.raises(UserError, match="min_agreement"):
         int8_mod.quantize_int8(tiny, SIZE, calib, min_agreement=99.5)
+    with pytest.raises(UserError, match="unknown int8 calibration 'kl'"):
+        int8_mod.quantize_int8(tiny, SIZE, calib, calibration="kl")
+    with pytest.raises(UserError, match="percentile must be in"):
+        int8_mod.quantize_int8(tiny, SIZE, calib, calibration="percentile:9999")
 
 
 def test_new_path_does_not_import_torch_ao():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fasterseg.deploy import openvino as fov
+from fasterseg.deploy.fallback import MIN_GAIN
 from fasterseg.errors import UserError
 
 SIZE = (64, 96)
@@ -206,7 +207,8 @@ def test_conv_layers_ids_and_modules(tiny):
 
 @needs_nncf
 def test_int8_fallback_reports_fp32_layers(tiny, images):
-    """A floor no int8 model reaches (1.0) starts the search; one step: both ends are tried."""
+    """A floor no int8 model reaches (1.0) starts the search: every convolution scored alone in
+    fp32 (without quantizing again), then one step with the best per MAC."""
     calib, check = images[:2], images[2:]
     pred = fov.compile_openvino(tiny, SIZE, "int8", threads=1, calib=calib, check=check,
                                 min_agreement=1.0, max_fallback=1)
@@ -216,14 +218,16 @@ def test_int8_fallback_reports_fp32_layers(tiny, images):
     if steps[0]["agreement"] >= 1.0:
         pytest.skip("int8 already agrees on every pixel here")
     n = info["convs"]
-    assert steps[0]["fp32"] == [] and len(steps) == 2
-    assert set(steps[1]["tried"]) == {"conv0", f"conv{n - 1}"}  # first conv and classifier
-    assert steps[1]["fp32"][0] in steps[1]["tried"]
+    assert steps[0]["fp32"] == [] and set(info["sensitivity"]) == {f"conv{i}" for i in range(n)}
+    gaining = [c for c, a in info["sensitivity"].items()
+               if a >= steps[0]["agreement"] + MIN_GAIN]
+    # one quantization for the base, one per step: the scan compiles variants of the base
+    assert info["quantizations"] == len(steps) == (2 if gaining else 1)
     assert info["agreement"] == max(s["agreement"] for s in steps)
     assert info["reached"] is False and info["min_agreement"] == 1.0
     assert info["agreement_on"] == "check" and info["check_images"] == 1
     # the model returned keeps the step only when it gained
-    gained = steps[1]["agreement"] > steps[0]["agreement"]
+    gained = gaining and steps[1]["agreement"] >= steps[0]["agreement"] + MIN_GAIN
     assert info["fp32_nodes"] == info["fallback"] == (steps[1]["fp32"] if gained else [])
     assert info["int8_convs"] == n - len(info["fp32_nodes"])
     layers = {c["id"]: c for c in fov.conv_layers(fov.convert(tiny, SIZE))}
@@ -234,6 +238,26 @@ def test_int8_fallback_reports_fp32_layers(tiny, images):
     from fasterseg.deploy.int8 import agreement
 
     assert info["agreement"] == pytest.approx(agreement(pred, check, ref))
+
+
+@needs_nncf
+def test_fp32_variant_unquantizes_one_convolution(tiny, images):
+    """The scan's estimate: the quantized model with one convolution's FakeQuantize inputs
+    bypassed runs that convolution in fp32 and leaves the others int8."""
+    ov_model = fov.convert(tiny, SIZE)
+    q = fov.quantize_nncf(ov_model, images[:2])
+    node = fov.conv_layers(ov_model)[0]["node"]
+    variant = fov._fp32_variant(q, ov_model, node)
+    pred = fov.OpenVINOPredictor(variant, "int8", SIZE, 1, {})
+    assert _weights_fp32(pred, node)
+    others = [op.get_friendly_name() for op in variant.get_ordered_ops()
+              if op.get_type_name() == "Convolution" and op.get_friendly_name() != node]
+    assert others and not any(_weights_fp32(pred, o) for o in others)
+    assert not any(_weights_fp32(fov.OpenVINOPredictor(q, "int8", SIZE, 1, {}), o)
+                   for o in [node, *others])  # the quantized model itself is untouched
+    macs = fov._conv_macs(ov_model)
+    assert set(macs) == {f"conv{i}" for i in range(len(others) + 1)}
+    assert all(m > 0 for m in macs.values())
 
 
 @needs_nncf
