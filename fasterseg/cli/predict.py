@@ -31,6 +31,7 @@ Files under OUT's own labels/, color/ and overlay/ are never inputs. Videos (.mp
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SUBDIRS = ("labels", "color", "overlay")
 _CHANNELS_LAST = ("jit-fp32", "torch-bf16-cl", "torch-fp16-cl")  # paths that run NHWC
+_OVERLAPPING = ("torch", "jit", "onnxruntime")  # backends whose calls may overlap (--workers)
 
 
 def register(subparsers, parents) -> None:
@@ -62,6 +63,10 @@ def register(subparsers, parents) -> None:
     p.add_argument("--deploy", metavar="CHOICE.json",
                    help="run the path chosen by `fasterseg bench MODEL --auto` (its saved choice)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
+    p.add_argument("--workers", type=int, metavar="K",
+                   help="frames in the network at once, its CPU threads split among them "
+                   "(default: 2 when it gets 2 or more threads and its path allows overlapping "
+                   "calls, PyTorch or onnxruntime; 1: one frame at a time with every thread)")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
                    help="test scales")
@@ -141,6 +146,8 @@ def _check_options(args) -> None:
         raise UserError("--fast and --deploy both choose the inference path; give one of them")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.video_out and Path(args.video_out).suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(f"--video-out {args.video_out}: use one of {', '.join(VIDEO_SUFFIXES)}")
 
@@ -200,9 +207,27 @@ def _saved_choice(args, sizes, device) -> tuple[dict | None, str | None]:
     return choice, None
 
 
-def _segmenter(args, model, device, info, sizes=()):
-    """The main-thread stage and a line saying which path runs."""
+def _workers(args, device, threads: int, backend: str) -> tuple[int, int, str | None]:
+    """(frames in the network at once, threads per network call, a note or None).
+
+    On the CPU, two frames at once with half the threads each beat one frame with all of them
+    (CamVid student, 2 cores: see docs/predict.md); only paths whose calls may overlap on one
+    prepared model (PyTorch, onnxruntime; not OpenVINO's single infer request, not CUDA).
+    """
+    if device.type != "cpu" or backend not in _OVERLAPPING:
+        note = None
+        if args.workers and args.workers > 1:
+            note = f"--workers {args.workers}: the {backend} path runs one frame at a time"
+        return 1, threads, note
+    k = args.workers if args.workers is not None else (2 if threads >= 2 else 1)
+    return k, max(1, threads // k), None
+
+
+def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
+    """The model stage, a line saying which path runs, a note or None, and the threads per
+    network call."""
     from fasterseg.deploy.stream import EagerPredictor, Segmenter
+    from fasterseg.latency.backends import set_threads
 
     tta = args.flip or args.scales != [1.0] or args.window is not None
     if tta:
@@ -210,36 +235,48 @@ def _segmenter(args, model, device, info, sizes=()):
         if args.fast or args.deploy:
             note = ("--flip/--scales/--window run the eager model (--fast/--deploy apply to "
                     "plain prediction only)")
+        k, per, _ = _workers(args, device, threads, "torch")
+        if device.type == "cpu":
+            set_threads(per)
         opts = {"flip": args.flip, "scales": args.scales, "window": args.window,
                 "num_classes": info["num_classes"]}
-        return Segmenter(None, device, tta=opts, model=model), "eager-fp32 + test-time aug.", note
+        return (Segmenter(None, device, tta=opts, model=model, workers=k),
+                "eager-fp32 + test-time aug.", note, per)
+    choice = None
     if args.deploy:
         try:
-            from fasterseg.deploy.auto import build_from_choice, load_choice
+            from fasterseg.deploy.auto import load_choice
         except ImportError as e:
             raise UserError(f"--deploy needs fasterseg.deploy.auto, which cannot be imported: "
                             f"{e}") from None
         choice = load_choice(args.deploy)
-        name = choice["chosen"]["name"]
-        return Segmenter(lambda size: build_from_choice(model, choice, size), device), name, None
+    elif args.fast:
+        if device.type != "cpu":
+            raise UserError("--fast (TorchScript + oneDNN) is for --device cpu")
+        choice, why = _saved_choice(args, sizes, device)
+    if choice is not None:
+        from fasterseg.deploy.auto import build_from_choice
+
+        chosen = choice["chosen"]
+        k, per, note = _workers(args, device, int(choice.get("threads") or threads),
+                                chosen.get("backend", ""))
+        built = {**choice, "threads": per}  # the choice's threads, split among the workers
+        return (Segmenter(lambda size: build_from_choice(model, built, size), device, workers=k),
+                chosen["name"], note, per)
     if args.fast:
         from fasterseg.bench.tuning import tune_malloc
         from fasterseg.deploy.paths import build_candidate
 
-        if device.type != "cpu":
-            raise UserError("--fast (TorchScript + oneDNN) is for --device cpu")
-        choice, why = _saved_choice(args, sizes, device)
-        if choice is not None:
-            from fasterseg.deploy.auto import build_from_choice
-
-            return (Segmenter(lambda size: build_from_choice(model, choice, size), device),
-                    choice["chosen"]["name"], None)
         tune_malloc()  # part of the fast CPU recipe: big activations stay in the heap
-        return Segmenter(lambda size: build_candidate("jit-fp32", model, size,
-                                                      threads=args.threads, device=device),
-                         device), "jit-fp32", why
+        k, per, _ = _workers(args, device, threads, "jit")
+        return Segmenter(lambda size: build_candidate("jit-fp32", model, size, threads=per,
+                                                      device=device),
+                         device, workers=k), "jit-fp32", why, per
+    k, per, _ = _workers(args, device, threads, "torch")
+    if device.type == "cpu":
+        set_threads(per)
     eager = EagerPredictor(model, device)
-    return Segmenter(lambda size: eager, device), "eager-fp32", None
+    return Segmenter(lambda size: eager, device, workers=k), "eager-fp32", None, per
 
 
 def run(args) -> int:
@@ -290,7 +327,8 @@ def run(args) -> int:
         outputs.ensure_writable(video_out.parent, "--video-out")
     outputs.ensure_writable(out, "-o")
 
-    segment, path_name, note = _segmenter(args, model, device, info, sizes)
+    segment, path_name, note, per_call = _segmenter(args, model, device, info, sizes,
+                                                    threads or 1)
     if segment.tta is None:  # one prepared model per padded size, before the clock starts
         for size in sorted({padded_size(h, w) for h, w in sizes}):
             segment.predictor(size)
@@ -302,8 +340,13 @@ def run(args) -> int:
         writer.video = VideoWriter(video_out, fps=videos[0].fps if videos else 30.0)
     n_img = sum(not s.video for s in sources)
     what = f"{n_img} image(s)" + (f" and {len(videos)} video(s)" if videos else "")
+    how = ""
+    if threads and segment.workers > 1:
+        how = f", {segment.workers} frames at once with {per_call} thread(s) each"
+    elif threads:
+        how = f", {per_call} threads"
     print(f"predicting {what} with {args.checkpoint} ({info['source']} weights) on {path_name}"
-          + (f", {threads} threads" if threads else ""), flush=True)
+          + how, flush=True)
     if note:
         print(f"note: {note}")
     frames = [v.frames for v in videos]
@@ -344,6 +387,7 @@ def run(args) -> int:
             "decode_ms": ms["decode"], "write_ms": ms["write"], "stage_ms": ms,
             "bottleneck": res.bottleneck(), "wall_s": round(res.wall_s, 4),
             "prepare_s": round(segment.prepare_s, 4), "path": path_name, "threads": threads,
+            "workers": segment.workers, "threads_per_call": per_call if threads else None,
             "out": str(args.out), "checkpoint": args.checkpoint, "weights": info["source"],
             "class_pixel_counts": writer.counts.tolist(),
             "videos": [{"file": str(v.path), "fps": v.fps, "frames": v.frames} for v in videos],

@@ -237,7 +237,7 @@ def test_an_error_in_the_writer_stops_everything_without_partial_files(ckpt, pho
     calls = []
     real = stream.StreamWriter._save
 
-    def failing_save(self, path, img):
+    def failing_save(self, path, img, *rest):
         calls.append(path)
         if len(calls) == 3:  # fails half-way through writing a file
             def half(f):
@@ -245,7 +245,7 @@ def test_an_error_in_the_writer_stops_everything_without_partial_files(ckpt, pho
                 raise OSError(5, "Input/output error")
 
             atomic_write(path, half, mode="wb", fsync=False)
-        real(self, path, img)
+        real(self, path, img, *rest)
 
     monkeypatch.setattr(stream.StreamWriter, "_save", failing_save)
     out = tmp_path / "out"
