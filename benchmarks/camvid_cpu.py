@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=CKPT",
                     help="another network timed in the same rounds (e.g. an experiment's student)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "camvid_cpu.json"))
+    ap.add_argument("--latency-from", default=None, metavar="JSON",
+                    help="reuse the latency timings of an earlier results file for the same two "
+                         "networks instead of timing again (e.g. after `fit-offsets`, which "
+                         "changes only the classifier bias); needs a quiet machine otherwise")
     args = ap.parse_args(argv)
     also_specs = {}
     for spec in args.also:
@@ -92,10 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"need {searched_ckpt} and {baseline_ckpt} (run the pipeline's student and baseline "
               "stages first)", file=sys.stderr)
         return 1
-    searched, published = _model(str(searched_ckpt), 11), _model(str(baseline_ckpt), 11)
-    also = {name: _model(ckpt, 11) for name, ckpt in also_specs.items()}
-    timings = [measure_pair(searched, published, size, t, args.rounds, args.seconds, also)
-               for t in args.threads]
+    if args.latency_from:
+        prev = json.loads(Path(args.latency_from).read_text())
+        if list(prev.get("input_size") or size) != list(size) or "latency_timings" not in prev:
+            ap.error(f"--latency-from {args.latency_from}: timed at another size")
+        timings = prev["latency_timings"]
+        method = (f"{prev.get('latency_method', '')} (timings reused from the measurement at "
+                  f"commit {prev.get('commit')}: same architectures)")
+    else:
+        searched, published = _model(str(searched_ckpt), 11), _model(str(baseline_ckpt), 11)
+        also = {name: _model(ckpt, 11) for name, ckpt in also_specs.items()}
+        timings = [measure_pair(searched, published, size, t, args.rounds, args.seconds, also)
+                   for t in args.threads]
+        method = (f"batch 1, fp32 eager torch, {size[0]}x{size[1]}, searched and published "
+                  f"alternated over {args.rounds} rounds in one process; median of round medians")
     main_t = timings[-1]
     for t in timings:
         print(f"{t['threads']} thread(s) at {size[0]}x{size[1]}: searched {t['searched_ms']:.1f} "
@@ -109,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     env = collect_env()
     res.update({
         "latency_timings": timings,
-        "latency_method": f"batch 1, fp32 eager torch, {size[0]}x{size[1]}, searched and "
-                          f"published alternated over {args.rounds} rounds in one process; "
-                          "median of round medians",
+        "latency_method": method,
         "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "cpu_flags", "bf16_cpu", "torch",
                                             "platform")},
         "commit": env.get("git_commit"),
