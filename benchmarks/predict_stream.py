@@ -12,10 +12,21 @@ with 2 cores. Two parts, both on the CamVid-trained searched student and CamVid 
    interleaved, with the JSON it prints (``fps_end_to_end``, ``model_ms``, stage medians) and the
    process CPU time per frame; plus the pixel agreement of ``--fast`` with eager.
 
+3. ``--deploy CHOICE.json``: instead of 1 and 2, the ``bench --auto`` choice's path built once
+   (``--onnx FILE``: a saved int8 model instead of calibrating again) and the stream run
+   in-process in three configurations, interleaved: ``before`` (the stages as they were: two-pass
+   normalisation, ``np.argmax``, Pillow PNGs, one frame at a time with all threads), ``after``
+   (table normalisation, running-max argmax, Up-filtered PNGs) with 1 worker x N threads, and
+   ``after`` with 2 workers x N/2 threads (the new default). Process CPU per frame next to fps.
+
     .venv/bin/python benchmarks/predict_stream.py                 # defaults below
     .venv/bin/python benchmarks/predict_stream.py --repeats 3 --note "quiet machine"
+    .venv/bin/python benchmarks/predict_stream.py --ckpt runs/camvid-cpu-cw/student/best.pt \
+        --deploy runs/camvid-cpu-cw/student/best.384x480.choice.json --ab-frames 101
 
-Writes ``benchmarks/results/predict_stream.json``. Needs the checkpoint and ../shared/data/camvid.
+Writes ``benchmarks/results/predict_stream.json`` (``--deploy``: the ``ab`` key of
+``benchmarks/results/predict_deploy.json``, other keys kept). Needs the checkpoint and
+../shared/data/camvid.
 """
 
 from __future__ import annotations
@@ -170,6 +181,143 @@ def agreement(a: Path, b: Path) -> float:
     return same / total
 
 
+def _legacy_stages():
+    """The stream's stages as they were before the table normalisation, the running-max argmax
+    and the Up-filtered PNGs (for the before/after comparison)."""
+    from PIL import Image
+
+    from fasterseg.deploy.stream import Normalizer, Segmenter, StreamWriter
+    from fasterseg.utils.io import atomic_write
+
+    class OldNormalizer(Normalizer):
+        def __call__(self, rgb):
+            import torch
+
+            from fasterseg.deploy.stream import padded_size
+
+            h, w = rgb.shape[:2]
+            hp, wp = padded_size(h, w) if self.pad else (h, w)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            x = torch.empty(1, 3, hp, wp, memory_format=fmt)
+            x[..., h:, :].zero_()
+            x[..., :h, w:].zero_()
+            hwc = x[0].permute(1, 2, 0).numpy()[:h, :w]
+            np.subtract(rgb, self.shift, out=hwc)
+            np.multiply(hwc, self.scale, out=hwc)
+            return x
+
+    class OldSegmenter(Segmenter):
+        def __call__(self, x, size):
+            h, w = size
+            pred = self.predictor(tuple(x.shape[-2:]))
+            t0 = time.perf_counter()
+            logits = pred(x)
+            t1 = time.perf_counter()
+            ids = logits[0, :, :h, :w].numpy().argmax(0).astype(np.uint8)
+            return ids, t1 - t0, time.perf_counter() - t1
+
+    class OldWriter(StreamWriter):
+        def _save(self, path, img, palette=None):
+            im = Image.fromarray(img)
+            if palette is not None:
+                im.putpalette(palette)
+            atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=1,
+                                                 compress_type=zlib.Z_RLE), mode="wb", fsync=False)
+
+    return OldNormalizer, OldSegmenter, OldWriter
+
+
+def deploy_ab(args, files: list[Path]) -> dict:
+    """``before`` vs ``after`` (1 and 2 workers) on the choice's path, built once, interleaved."""
+    import torch
+
+    from fasterseg.deploy.auto import build_from_choice, load_choice
+    from fasterseg.deploy.stream import (
+        Normalizer,
+        Segmenter,
+        Source,
+        StreamWriter,
+        padded_size,
+        run_stream,
+    )
+    from fasterseg.engine.checkpoint import load_model
+
+    model, info = load_model(args.ckpt)
+    data = (info.get("config") or {}).get("data", {})
+    mean, std = data.get("mean", (0.485, 0.456, 0.406)), data.get("std", (0.229, 0.224, 0.225))
+    pal = (info.get("label_set") or {}).get("palette")
+    choice = load_choice(args.deploy)
+    from PIL import Image
+
+    h, w = Image.open(files[0]).size[::-1]
+    size = padded_size(h, w)
+    n = args.threads
+    t0 = time.perf_counter()
+    if args.onnx:
+        from fasterseg.deploy.int8 import OrtInt8Predictor
+
+        blob = Path(args.onnx).read_bytes()
+        full = OrtInt8Predictor(blob, size, n, {})
+    else:
+        full = build_from_choice(model, {**choice, "threads": n}, size)
+    half = None
+    if hasattr(full, "_bytes"):  # an onnxruntime int8 model: the same bytes at n/2 threads
+        from fasterseg.deploy.int8 import OrtInt8Predictor
+
+        half = OrtInt8Predictor(full._bytes, size, max(1, n // 2), full.info)
+    else:
+        half = build_from_choice(model, {**choice, "threads": max(1, n // 2)}, size)
+    prepare_s = time.perf_counter() - t0
+    OldNormalizer, OldSegmenter, OldWriter = _legacy_stages()
+    sources = [Source(f, f.stem) for f in files[:args.ab_frames]]
+    configs = {
+        f"before (1 worker x {n} threads)": (OldNormalizer, OldSegmenter, OldWriter, full, 1),
+        f"after (1 worker x {n} threads)": (Normalizer, Segmenter, StreamWriter, full, 1),
+        f"after (2 workers x {max(1, n // 2)} thread(s))": (Normalizer, Segmenter, StreamWriter,
+                                                            half, 2),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="predict-deploy-ab-"))
+    runs, labels = [], {}
+    for r in range(args.repeats):
+        for k, (name, (norm_cls, seg_cls, writer_cls, pred, workers)) in enumerate(
+                configs.items()):
+            out = tmp / str(k)
+            writer = writer_cls(out, pal or [], info["num_classes"], mean=mean, std=std)
+            seg = seg_cls(lambda s, p=pred: p, torch.device("cpu"), workers=workers)
+            torch.set_num_threads(n if workers == 1 else max(1, n // 2))
+            c0 = time.process_time()
+            res = run_stream(sources, norm_cls(mean, std), seg, writer)
+            cpu = time.process_time() - c0
+            row = {"config": name, "repeat": r, "images": res.images,
+                   "fps_end_to_end": round(res.fps_end_to_end, 3),
+                   "stage_ms": res.stage_ms(), "bottleneck": res.bottleneck(),
+                   "cpu_ms_per_frame": round(1000 * cpu / res.images, 2),
+                   "load_average": round(os.getloadavg()[0], 2)}
+            runs.append(row)
+            print(f"  {name:34s} {row['fps_end_to_end']:.2f} frames/s, CPU "
+                  f"{row['cpu_ms_per_frame']} ms/frame, stages {row['stage_ms']}", flush=True)
+            labels[name] = {p.name: np.asarray(Image.open(p)) for p in (out / "labels").iterdir()}
+    ref = labels[list(configs)[0]]
+    identical = {name: all(np.array_equal(ref[f], lab[f]) for f in ref)
+                 for name, lab in labels.items()}
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    summary = {}
+    for name in configs:
+        rs = [r for r in runs if r["config"] == name]
+        summary[name] = {
+            "fps_end_to_end_median": round(statistics.median(r["fps_end_to_end"] for r in rs), 2),
+            "cpu_ms_per_frame_median": round(statistics.median(r["cpu_ms_per_frame"]
+                                                               for r in rs), 2),
+            "stage_ms_median": {s: round(statistics.median(r["stage_ms"][s] for r in rs), 3)
+                                for s in rs[0]["stage_ms"]},
+            "labels_identical_to_before": identical[name]}
+    return {"choice": args.deploy, "path": choice["chosen"]["name"],
+            "model": args.onnx or "built from the choice", "frames": len(sources),
+            "threads": n, "prepare_s": round(prepare_s, 2), "runs": runs, "summary": summary}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", default="runs/camvid-cpu/student/best.pt")
@@ -178,7 +326,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="end-to-end runs per path")
     ap.add_argument("--stage-frames", type=int, default=20, help="frames for the stage profile")
     ap.add_argument("--note", default="", help="free text stored with the result (machine load)")
-    ap.add_argument("--out", default="benchmarks/results/predict_stream.json")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/predict_stream.json "
+                    "(--deploy: predict_deploy.json, key ab)")
+    ap.add_argument("--deploy", metavar="CHOICE.json", help="before/after on this choice's path")
+    ap.add_argument("--onnx", metavar="FILE", help="--deploy: a saved int8 .onnx (no calibration)")
+    ap.add_argument("--ab-frames", type=int, default=101, help="--deploy: frames per run")
     args = ap.parse_args()
     os.chdir(ROOT)
     data = Path(args.data)
@@ -187,6 +339,20 @@ def main() -> int:
         return 1
     files = sorted(data.glob("*.png"))
     from fasterseg.latency.backends import device_name, library_versions
+    from fasterseg.utils.io import write_json
+
+    if args.deploy:
+        out = Path(args.out or "benchmarks/results/predict_deploy.json")
+        kept = json.loads(out.read_text()) if out.is_file() else {}
+        load0 = list(os.getloadavg())
+        ab = deploy_ab(args, files)
+        ab |= {"note": args.note, "load_average_before": load0,
+               "load_average_after": list(os.getloadavg()), "cpu": device_name("cpu"),
+               "cores": os.cpu_count()}
+        write_json(out, kept | {"ab": ab})
+        print(json.dumps(ab["summary"], indent=1))
+        print(f"wrote {out}")
+        return 0
 
     result: dict = {
         "what": "fasterseg predict on CamVid val (360x480), end to end (first read to last "
@@ -225,9 +391,7 @@ def main() -> int:
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
-    from fasterseg.utils.io import write_json
-
-    write_json(args.out, result)
+    write_json(args.out or "benchmarks/results/predict_stream.json", result)
     print(json.dumps(summary), f"agreement {result['fast_vs_eager_pixel_agreement']:.6f}")
     print(f"wrote {args.out}")
     return 0
