@@ -12,8 +12,7 @@ sensitivity, not by position:
 3. rank by gain, or by gain per unit of ``cost`` (e.g. the layer's MACs, what an fp32 layer
    costs in latency) when costs are given; layers that gain nothing are dropped;
 4. add them in that order, rebuilding with every layer kept so far; a layer whose addition does
-   not raise the agreement by ``min_gain`` is dropped again (as are layers that did not gain
-   that much alone). Stop at the floor, at ``max_fallback`` kept layers or after
+   not raise the agreement by ``min_gain`` is dropped again. Stop at the floor, at ``max_fallback`` kept layers or after
    ``2 * max_fallback`` tries.
 
 Why: the search it replaces tried only the two convolutions at the ends of the graph at each
@@ -82,8 +81,9 @@ def search(
 ) -> FallbackResult[T]:
     """Keep the fewest ``candidates`` in fp32 that bring the agreement to ``floor`` (module
     docstring). ``build(fp32_layers)`` returns (agreement with fp32, model); ``floor`` None
-    builds once with ``forced`` and searches nothing. A layer is tried only if it gained at
-    least ``min_gain`` alone, and kept only if it adds that much. ``what`` prefixes the logs.
+    builds once with ``forced`` and searches nothing. A layer is kept only if it adds at least
+    ``min_gain`` (a layer's gain grows once others are fp32: the CamVid classifier gains 0.01
+    points alone, 0.04 after the first convolution). ``what`` prefixes the log lines.
 
     The result's model is the best one built: the first that reached the floor, else the one
     with the highest agreement.
@@ -107,7 +107,7 @@ def search(
             sensitivity[cand] = float(build([*forced, cand])[0])
             builds += 1
         logger.debug("%s: %s alone in fp32 -> agreement %.5f", what, cand, sensitivity[cand])
-    order = rank({c: a for c, a in sensitivity.items() if a >= base + min_gain}, base, cost)
+    order = rank(sensitivity, base, cost)
     result.sensitivity, result.order = sensitivity, order
 
     kept: list[str] = []
