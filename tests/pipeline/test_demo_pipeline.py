@@ -48,7 +48,7 @@ def test_demo_smallest_setting_end_to_end(demo_run, capsys):
         assert 0.0 <= ev["miou"] <= 1.0
     for png in ("lut_check.png", "training_curves.png", "arch/student.png", "arch/teacher.png"):
         assert (out / png).is_file(), png
-    assert re.search(r"Pearson r = \d\.\d{4}", report)
+    assert re.search(r"Pearson r = -?\d\.\d{4}", report)  # its sign is noise on a loaded machine
 
 
 @pytest.mark.slow
