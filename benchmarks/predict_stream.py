@@ -314,7 +314,7 @@ def deploy_ab(args, files: list[Path]) -> dict:
                                 for s in rs[0]["stage_ms"]},
             "labels_identical_to_before": identical[name]}
     return {"choice": args.deploy, "path": choice["chosen"]["name"],
-            "model": args.onnx or "built from the choice", "frames": len(sources),
+            "model": (f"saved int8 model {Path(args.onnx).name} (--onnx)" if args.onnx else "built from the choice"), "frames": len(sources),
             "threads": n, "prepare_s": round(prepare_s, 2), "runs": runs, "summary": summary}
 
 
