@@ -64,3 +64,15 @@ def format_count(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.2f} {suffix}{unit}"
     return f"{n:.0f} {unit}".strip()
+
+
+def merge_data_spec(data: dict, spec: str) -> dict:
+    """``data`` settings with ``--data PRESET[:ROOT]`` applied: the same preset keeps every
+    setting (e.g. a checkpoint's holdout), another one keeps only geometry-free defaults."""
+    preset, _, root = spec.partition(":")
+    if preset != data.get("preset"):
+        data = {k: v for k, v in data.items() if k in ("mean", "std", "workers")}
+    data = {**data, "preset": preset}
+    if root:
+        data["root"] = root
+    return data

@@ -75,12 +75,9 @@ def build_data_config(args, ckpt_config: dict | None):
     elif ckpt_config and not args.data:
         data = dict(ckpt_config.get("data", {}))
     if args.data:
-        preset, _, root = args.data.partition(":")
-        if preset != data.get("preset"):  # another dataset: keep only geometry-free defaults
-            data = {k: v for k, v in data.items() if k in ("mean", "std", "workers")}
-        data["preset"] = preset
-        if root:
-            data["root"] = root
+        from fasterseg.cli.common import merge_data_spec
+
+        data = merge_data_spec(data, args.data)
     elif not data:
         raise UserError("pass --data PRESET[:ROOT] (e.g. camvid:/data/camvid or synthetic) "
                         "or -c CONFIG")

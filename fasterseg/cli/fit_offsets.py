@@ -64,12 +64,9 @@ def _data_config(args, ckpt_config: dict | None):
 
     data = dict((ckpt_config or {}).get("data") or {})
     if args.data:
-        preset, _, root = args.data.partition(":")
-        if preset != data.get("preset"):  # another dataset: keep only geometry-free settings
-            data = {k: v for k, v in data.items() if k in ("mean", "std", "workers")}
-        data["preset"] = preset
-        if root:
-            data["root"] = root
+        from fasterseg.cli.common import merge_data_spec
+
+        data = merge_data_spec(data, args.data)
     if not data:
         raise UserError("the checkpoint has no data settings: pass --data PRESET[:ROOT]")
     tree = {"data": data}
