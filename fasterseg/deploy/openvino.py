@@ -18,9 +18,10 @@ compiled for the CPU with the latency hint:
 Fallback (``min_agreement``), the search the onnxruntime int8 path uses too
 (``fasterseg.deploy.fallback``): when the share of pixels whose class equals the fp32 model's on
 the check images is under the floor, convolutions are kept in fp32 (NNCF's ``ignored_scope``).
-Each convolution is first scored alone in fp32 without quantizing again (``_fp32_variant``: the
-quantized model with that convolution's FakeQuantize bypassed and its fp32 weights back, one
-compile each instead of one ``nncf.quantize`` with its calibration), then they are added by
+Each convolution is first scored alone in fp32 without quantizing again
+(``fasterseg.deploy.openvino_graph.fp32_variant``: the quantized model with that convolution's
+FakeQuantize bypassed and its fp32 weights back, one compile each instead of one
+``nncf.quantize`` with its calibration), then they are added by
 agreement gained per MAC, each step a real quantization, until the floor or ``max_fallback``.
 ``info`` names the convolutions kept (``fp32_nodes``: ``convN``, the N-th convolution in graph
 order, stable from one conversion to the next, unlike OpenVINO's node names; ``fp32_layers``:
@@ -50,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fasterseg.deploy.openvino_graph import conv_layers, conv_macs, fp32_variant
 from fasterseg.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -158,35 +160,6 @@ def quantize_nncf(ov_model: Any, calib: Sequence[torch.Tensor], *,
                              preset=nncf.QuantizationPreset.PERFORMANCE,
                              target_device=nncf.TargetDevice.CPU, ignored_scope=ignored,
                              advanced_parameters=advanced)
-
-
-def conv_layers(ov_model: Any) -> list[dict[str, str]]:
-    """Every convolution of ``ov_model`` in graph order: ``id`` (``convN``), ``node`` (the
-    OpenVINO node name, what ``ignored_scope`` takes) and ``layer`` (the PyTorch module).
-
-    The front end names a convolution with a BatchNorm folded into it after a global counter
-    (``Multiply_9204``, another one at every conversion), so ``id`` (the position in graph
-    order) is what identifies it from one conversion of the model to the next; ``layer`` is
-    read from the first ``__module.*`` name at or after it (the folded BatchNorm, the ReLU).
-    """
-    convs = [op for op in ov_model.get_ordered_ops()
-             if op.get_type_name() in ("Convolution", "GroupConvolution")]
-    return [{"id": f"conv{i}", "node": op.get_friendly_name(), "layer": _layer_of(op)}
-            for i, op in enumerate(convs)]
-
-
-def _layer_of(op: Any) -> str:
-    """The PyTorch module ``op`` came from (``stem.0``), looked up a few ops downstream."""
-    todo, seen = [op], 0
-    while todo and seen < 8:
-        node = todo.pop(0)
-        seen += 1
-        name = node.get_friendly_name()
-        if name.startswith("__module."):
-            module = name[len("__module."):].split("/", 1)[0]
-            return module.removesuffix(".bn")  # the folded BatchNorm: its conv's block
-        todo += [t.get_node() for out in node.outputs() for t in out.get_target_inputs()]
-    return op.get_friendly_name()
 
 
 @contextlib.contextmanager
@@ -328,46 +301,6 @@ def _convert_checked(model: nn.Module, size: Sequence[int], dtype: str,
     return ov_model, info
 
 
-def _fp32_variant(q_model: Any, fp32_model: Any, node: str) -> Any:
-    """A copy of the quantized ``q_model`` with convolution ``node`` in fp32: its input read
-    past its FakeQuantize, its weights the fp32 ones of ``fp32_model`` (NNCF stores quantized
-    weights as int8 constants and a dequantizing Multiply); every other range as calibrated.
-    About what NNCF's ``ignored_scope`` gives, without quantizing again (a compile and a score
-    instead of a whole ``nncf.quantize`` with its calibration), to rank the fallback's
-    candidates."""
-    from openvino import opset13 as ops
-
-    m = q_model.clone()
-    conv = next((op for op in m.get_ops() if op.get_friendly_name() == node), None)
-    orig = next((op for op in fp32_model.get_ops() if op.get_friendly_name() == node), None)
-    if conv is None or orig is None:
-        return m
-    src = conv.input(0).get_source_output().get_node()
-    if src.get_type_name() == "FakeQuantize":
-        conv.input(0).replace_source_output(src.input_value(0))
-    weights = orig.input_value(1).get_node()
-    if weights.get_type_name() == "Constant":
-        const = ops.constant(np.array(weights.get_data(), copy=True))
-        const.set_friendly_name(f"{node}/fp32_weights")
-        conv.input(1).replace_source_output(const.output(0))
-    m.validate_nodes_and_infer_types()
-    return m
-
-
-def _conv_macs(ov_model: Any) -> dict[str, int]:
-    """MACs per image of each convolution (``convN`` ids): what keeping it in fp32 costs."""
-    convs = [op for op in ov_model.get_ordered_ops()
-             if op.get_type_name() in ("Convolution", "GroupConvolution")]
-    macs = {}
-    for i, op in enumerate(convs):
-        w = [int(d) for d in op.get_input_partial_shape(1).to_shape()]
-        out = [int(d) for d in op.get_output_partial_shape(0).to_shape()]
-        if op.get_type_name() == "GroupConvolution":  # [G, O/G, I/G, kh, kw]
-            w = [w[0] * w[1], *w[2:]]
-        macs[f"conv{i}"] = int(np.prod(w)) * int(np.prod(out[2:]))
-    return macs
-
-
 def _int8_with_fallback(
     model: nn.Module,
     size: tuple[int, int],
@@ -394,7 +327,7 @@ def _int8_with_fallback(
     ov_model, info = _convert_checked(model, size, "int8", calib)
     convs = conv_layers(ov_model)
     by_id = {c["id"]: c for c in convs}
-    macs = _conv_macs(ov_model)
+    macs = conv_macs(ov_model)
     if keep_fp32 is not None:
         bad = [n for n in keep_fp32 if n not in by_id]
         if bad:
@@ -420,7 +353,7 @@ def _int8_with_fallback(
 
     def score_one(cid: str) -> float:
         counts["variants"] += 1
-        variant = _fp32_variant(quantized["base"], ov_model, by_id[cid]["node"])
+        variant = fp32_variant(quantized["base"], ov_model, by_id[cid]["node"])
         return agreement(OpenVINOPredictor(variant, "int8", size, threads, {}), probe, reference)
 
     searching = keep_fp32 is None and min_agreement is not None

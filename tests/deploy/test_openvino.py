@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fasterseg.deploy import openvino as fov
+from fasterseg.deploy import openvino_graph as ov_graph
 from fasterseg.deploy.fallback import MIN_GAIN
 from fasterseg.errors import UserError
 
@@ -246,7 +247,7 @@ def test_fp32_variant_unquantizes_one_convolution(tiny, images):
     ov_model = fov.convert(tiny, SIZE)
     q = fov.quantize_nncf(ov_model, images[:2])
     node = fov.conv_layers(ov_model)[0]["node"]
-    variant = fov._fp32_variant(q, ov_model, node)
+    variant = ov_graph.fp32_variant(q, ov_model, node)
     pred = fov.OpenVINOPredictor(variant, "int8", SIZE, 1, {})
     assert _weights_fp32(pred, node)
     others = [op.get_friendly_name() for op in variant.get_ordered_ops()
@@ -254,7 +255,7 @@ def test_fp32_variant_unquantizes_one_convolution(tiny, images):
     assert others and not any(_weights_fp32(pred, o) for o in others)
     assert not any(_weights_fp32(fov.OpenVINOPredictor(q, "int8", SIZE, 1, {}), o)
                    for o in [node, *others])  # the quantized model itself is untouched
-    macs = fov._conv_macs(ov_model)
+    macs = ov_graph.conv_macs(ov_model)
     assert set(macs) == {f"conv{i}" for i in range(len(others) + 1)}
     assert all(m > 0 for m in macs.values())
 
