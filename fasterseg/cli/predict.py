@@ -62,7 +62,9 @@ def register(subparsers, parents) -> None:
                    "folded, channels_last fp32 (CPU): the same predictions, faster")
     p.add_argument("--deploy", metavar="CHOICE.json",
                    help="run the path chosen by `fasterseg bench MODEL --auto` (its saved choice)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the network (default: PyTorch's; with --deploy, "
+                   "those the choice was measured with)")
     p.add_argument("--workers", type=int, metavar="K",
                    help="frames in the network at once, its CPU threads split among them "
                    "(default: 2 when it gets 2 or more threads and its path allows overlapping "
@@ -224,8 +226,8 @@ def _workers(args, device, threads: int, backend: str) -> tuple[int, int, str | 
 
 
 def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
-    """The model stage, a line saying which path runs, a note or None, and the threads per
-    network call."""
+    """The model stage, a line saying which path runs, a note or None, the threads per
+    network call and in all."""
     from fasterseg.deploy.stream import EagerPredictor, Segmenter
     from fasterseg.latency.backends import set_threads
 
@@ -241,7 +243,7 @@ def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
         opts = {"flip": args.flip, "scales": args.scales, "window": args.window,
                 "num_classes": info["num_classes"]}
         return (Segmenter(None, device, tta=opts, model=model, workers=k),
-                "eager-fp32 + test-time aug.", note, per)
+                "eager-fp32 + test-time aug.", note, per, threads)
     choice = None
     if args.deploy:
         try:
@@ -258,11 +260,16 @@ def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
         from fasterseg.deploy.auto import build_from_choice
 
         chosen = choice["chosen"]
-        k, per, note = _workers(args, device, int(choice.get("threads") or threads),
-                                chosen.get("backend", ""))
-        built = {**choice, "threads": per}  # the choice's threads, split among the workers
+        measured = choice.get("threads")
+        # --threads means what it means on the other paths; without it, the measured count
+        total = args.threads if args.threads is not None else int(measured or threads)
+        k, per, note = _workers(args, device, total, chosen.get("backend", ""))
+        if measured and total != measured:
+            note = "; ".join(filter(None, [note, f"the choice was measured with {measured} "
+                                           f"threads; running with {total}"]))
+        built = {**choice, "threads": per}  # split among the workers
         return (Segmenter(lambda size: build_from_choice(model, built, size), device, workers=k),
-                chosen["name"], note, per)
+                chosen["name"], note, per, total)
     if args.fast:
         from fasterseg.bench.tuning import tune_malloc
         from fasterseg.deploy.paths import build_candidate
@@ -271,12 +278,12 @@ def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
         k, per, _ = _workers(args, device, threads, "jit")
         return Segmenter(lambda size: build_candidate("jit-fp32", model, size, threads=per,
                                                       device=device),
-                         device, workers=k), "jit-fp32", why, per
+                         device, workers=k), "jit-fp32", why, per, threads
     k, per, _ = _workers(args, device, threads, "torch")
     if device.type == "cpu":
         set_threads(per)
     eager = EagerPredictor(model, device)
-    return Segmenter(lambda size: eager, device, workers=k), "eager-fp32", None, per
+    return Segmenter(lambda size: eager, device, workers=k), "eager-fp32", None, per, threads
 
 
 def run(args) -> int:
@@ -327,8 +334,9 @@ def run(args) -> int:
         outputs.ensure_writable(video_out.parent, "--video-out")
     outputs.ensure_writable(out, "-o")
 
-    segment, path_name, note, per_call = _segmenter(args, model, device, info, sizes,
-                                                    threads or 1)
+    segment, path_name, note, per_call, used = _segmenter(args, model, device, info, sizes,
+                                                          threads or 1)
+    threads = used if threads else None
     if segment.tta is None:  # one prepared model per padded size, before the clock starts
         for size in sorted({padded_size(h, w) for h, w in sizes}):
             segment.predictor(size)

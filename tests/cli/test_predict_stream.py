@@ -192,6 +192,42 @@ def test_predict_deploy_runs_the_chosen_path_per_padded_size(ckpt, photos, tmp_p
     assert "--fast and --deploy" in _error_line(capsys)
 
 
+def test_predict_deploy_honours_threads(ckpt, photos, tmp_path, capsys, monkeypatch):
+    """``--threads`` means the same with ``--deploy`` as on the other paths (it was ignored for
+    the choice's own count), split among ``--workers``; without it the choice's count runs."""
+    from fasterseg.deploy.stream import EagerPredictor
+
+    built = []
+
+    class Chosen(EagerPredictor):
+        name, backend, dtype = "fake-fp32", "torch", "fp32"
+
+    def build_from_choice(model, choice, size):
+        built.append(choice["threads"])
+        return Chosen(model, "cpu")
+
+    fake = types.ModuleType("fasterseg.deploy.auto")
+    fake.load_choice = lambda path: {"chosen": {"name": "fake-fp32", "backend": "torch"},
+                                     "threads": 2}
+    fake.build_from_choice = build_from_choice
+    monkeypatch.setitem(sys.modules, "fasterseg.deploy.auto", fake)
+    choice = tmp_path / "choice.json"
+    choice.write_text("{}")
+    one = photos / "f0.png"
+    runs = {("--threads", "1", "--workers", "1"): (1, 1, 1), ("--threads", "4", "--workers", "2"):
+            (2, 4, 2), ("--workers", "1"): (2, 2, 1), ("--threads", "1"): (1, 1, 1)}
+    for k, (extra, (per_call, total, workers)) in enumerate(runs.items()):
+        built.clear()
+        assert main(["predict", str(ckpt), str(one), "-o", str(tmp_path / f"o{k}"), "--deploy",
+                     str(choice), *extra, "--json"]) == 0
+        out = capsys.readouterr().out
+        res = json.loads(out.strip().splitlines()[-1])
+        assert built == [per_call], extra
+        assert (res["threads"], res["threads_per_call"], res["workers"]) == (
+            total, per_call, workers), extra
+        assert ("measured with 2 threads" in out) == (total != 2), extra
+
+
 def test_predict_video_writes_every_frame_and_an_overlay_video(ckpt, tmp_path, capsys):
     pytest.importorskip("av")
     from fasterseg.data.video import probe
