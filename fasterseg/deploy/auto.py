@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -54,8 +55,6 @@ def _first_line(e: BaseException) -> str:
 
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
     """What makes a choice valid only here: CPU model and its speed flags (``fasterseg env``)."""
-    import os
-
     from fasterseg.latency.backends import device_name
     from fasterseg.utils.environment import cpu_flags, cpu_name
 
@@ -319,11 +318,21 @@ def choose(model: nn.Module, size: Sequence[int], **kw: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the file
 
 
+def choice_cache_dir() -> Path:
+    """Where choices for published names are kept (they have no folder of their own, and a
+    choice belongs to this machine): ``$FASTERSEG_CACHE/choices``, by default
+    ``$XDG_CACHE_HOME/fasterseg/choices`` (``~/.cache/fasterseg/choices``)."""
+    root = os.environ.get("FASTERSEG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasterseg")
+    return Path(root) / "choices"
+
+
 def default_choice_path(model: str, size: Sequence[int], out: str | Path | None = None) -> Path:
-    """Where ``bench --auto`` keeps the choice: beside ``out`` (``res.json`` ->
-    ``res.choice.json``), else beside the model file (``best.pt`` ->
-    ``best.384x480.choice.json``), inside a run directory, or in the current folder for a
-    published name; the size is in the name because the best path depends on it."""
+    """Where ``bench --auto`` keeps the choice (and ``--fast`` looks for it): beside ``out``
+    (``res.json`` -> ``res.choice.json``), else beside the model file (``best.pt`` ->
+    ``best.384x480.choice.json``), inside a run directory, or in ``choice_cache_dir()`` for a
+    published name (never the current folder); the size is in the name because the best path
+    depends on it."""
     tag = f"{int(size[0])}x{int(size[1])}"
     if out is not None:
         o = Path(out)
@@ -333,7 +342,7 @@ def default_choice_path(model: str, size: Sequence[int], out: str | Path | None 
         return p / f"deploy.{tag}.choice.json"
     if p.is_file():
         return p.with_name(f"{p.stem}.{tag}.choice.json")
-    return Path(f"{p.name}.{tag}.choice.json")
+    return choice_cache_dir() / f"{p.name}.{tag}.choice.json"
 
 
 def save_choice(path: str | Path, choice: dict[str, Any]) -> Path:

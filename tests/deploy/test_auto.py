@@ -205,6 +205,24 @@ def test_bench_auto_json_and_fast_reuses_choice(tmp_path, capsys):
     assert rc == 0 and "does not apply" in out and _last_json(out)["candidates"]
 
 
+def test_bench_auto_published_name_keeps_its_choice_in_the_cache(tmp_path, capsys, monkeypatch):
+    """A published name has no folder of its own: the choice goes to the per-user cache (where
+    ``--fast`` finds it again), never into the current folder."""
+    cache, cwd = tmp_path / "cache", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("FASTERSEG_CACHE", str(cache))
+    monkeypatch.chdir(cwd)
+    expected = cache / "choices" / "fasterseg_student.64x96.choice.json"
+    assert auto.default_choice_path("fasterseg_student", SIZE) == expected
+    base = ["bench", "fasterseg_student", "--size", "64x96", "--threads", "1", "--seconds",
+            "0.05", "--check-images", "1"]
+    assert main([*base, "--auto", "--candidates", "eager-fp32"]) == 0
+    assert f"wrote {expected}" in capsys.readouterr().out
+    assert list(cwd.iterdir()) == [] and auto.load_choice(expected)["size"] == [64, 96]
+    assert main([*base, "--fast", "--json"]) == 0
+    assert _last_json(capsys.readouterr().out)["choice"] == str(expected)
+
+
 def test_bench_auto_user_errors(capsys):
     base = ["bench", "fasterseg_student", "--size", "64x96", "--seconds", "0.05"]
     assert main([*base, "--auto", "--backend", "onnxruntime"]) == 1
