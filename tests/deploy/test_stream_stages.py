@@ -8,6 +8,7 @@ Pillow's PNG encoder, the eager model through ``infer_image``) on tiny generated
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 
@@ -18,7 +19,10 @@ from PIL import Image
 
 from fasterseg.cli.main import main
 from fasterseg.deploy.stream import Normalizer, argmax_labels
-from fasterseg.utils.png import encode_png
+from fasterseg.utils.png import deflate_engine, encode_png, read_rgb8
+
+HAVE_ISAL = importlib.util.find_spec("isal") is not None
+HAVE_SPNG = importlib.util.find_spec("pyspng") is not None
 
 
 def test_normalizer_table_equals_the_arithmetic_for_every_value():
@@ -55,27 +59,62 @@ def test_argmax_labels_is_numpy_argmax_with_ties_and_nan(channels_last):
     assert ids.dtype == np.int32 and np.array_equal(ids, many.argmax(0))
 
 
+DEFLATES = ["zlib", pytest.param("isal", marks=pytest.mark.skipif(
+    not HAVE_ISAL, reason="isal is not installed (pip install 'fasterseg[fast-png]')"))]
+
+
+@pytest.mark.parametrize("deflate", DEFLATES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (37, 53), (37, 53, 3), (2, 3, 3)])
-def test_encode_png_gives_the_pixels_pillow_reads(shape):
+def test_encode_png_gives_the_pixels_pillow_reads(shape, deflate):
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, shape, dtype=np.uint8)
     a[len(a) // 2:] = a[0]  # runs, repeated rows: what the filter and RLE act on
-    im = Image.open(io.BytesIO(encode_png(a)))
-    assert im.mode == ("RGB" if a.ndim == 3 else "L")
-    assert np.array_equal(np.asarray(im), a)
+    for level in (0, 1, 6):
+        im = Image.open(io.BytesIO(encode_png(a, level=level, deflate=deflate)))
+        assert im.mode == ("RGB" if a.ndim == 3 else "L")
+        assert np.array_equal(np.asarray(im), a)
 
 
-def test_encode_png_palette_shows_the_colours_pillow_shows():
+def test_deflate_engine_auto_takes_isal_when_installed():
+    assert deflate_engine("zlib") == "zlib"
+    assert deflate_engine("auto") == ("isal" if HAVE_ISAL else "zlib")
+    with pytest.raises(ValueError):
+        deflate_engine("brotli")
+
+
+@pytest.mark.parametrize("deflate", DEFLATES)
+def test_encode_png_palette_shows_the_colours_pillow_shows(deflate):
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 5, (13, 17), dtype=np.uint8)
     pal = rng.integers(0, 256, (5, 3), dtype=np.uint8).tobytes()
-    ours = Image.open(io.BytesIO(encode_png(ids, pal)))
+    ours = Image.open(io.BytesIO(encode_png(ids, pal, deflate=deflate)))
     ref = Image.fromarray(ids)
     ref.putpalette(pal)
     assert ours.mode == "P" and np.array_equal(np.asarray(ours), ids)
     assert np.array_equal(np.asarray(ours.convert("RGB")), np.asarray(ref.convert("RGB")))
     with pytest.raises(ValueError):
         encode_png(ids.astype(np.int32))
+
+
+@pytest.mark.skipif(not HAVE_SPNG, reason="pyspng is not installed")
+def test_read_rgb8_gives_pillows_pixels_or_leaves_the_file_to_pillow(tmp_path):
+    """libspng reads 8-bit RGB PNGs (plain and interlaced) exactly as Pillow does; every other
+    file is None, so the stream reads it with Pillow, whose errors name the file."""
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).save(tmp_path / "i.png", interlace=1)
+    for name in ("a.png", "i.png"):
+        got = read_rgb8(tmp_path / name)
+        assert got is not None and got.dtype == np.uint8
+        assert np.array_equal(got, np.asarray(Image.open(tmp_path / name)))
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:60])
+    for name in ("grey.png", "rgba.png", "deep.png", "photo.jpg", "cut.png", "missing.png"):
+        assert read_rgb8(tmp_path / name) is None, name
 
 
 @pytest.fixture
