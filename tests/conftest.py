@@ -87,3 +87,17 @@ def tiny_arch():
         return {**copy.deepcopy(_TINY_ARCH), **overrides}
 
     return make
+
+
+# The longest files (a demo pipeline fixture and the seed/ablation studies on it; the docs
+# walk-through) go first: with `-n 2 --dist loadfile` each file is one unit of work, and a long
+# file started last would leave the other worker idle at the end.
+_LONGEST_FIRST = ("tests/pipeline/test_demo_pipeline.py", "tests/docs/test_docs_commands.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file is kept
