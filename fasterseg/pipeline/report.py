@@ -214,6 +214,12 @@ def method_claim_lines(res: dict, plot: Path | None) -> list[str]:
         spread = f" +- {_num(std, scale=100)}" if std is not None else " (one seed: no spread)"
         lines += ["", f"Mean delta over {res['seeds']} seed(s): {_num(mean, '{:+.2f}', 100)}"
                   f"{spread} points."]
+        t_mean, t_std = res.get("kd_delta_trained_mean"), res.get("kd_delta_trained_std")
+        if t_mean is not None:
+            t_spread = f" +- {_num(t_std, scale=100)}" if t_std is not None else ""
+            lines.append(f"The same checkpoints before the fitted logit offsets (val mIoU "
+                         f"recorded by training): {_num(t_mean, '{:+.2f}', 100)}{t_spread} "
+                         "points.")
         if mean is not None and std is not None:
             sure = mean > std
             lines.append("Distillation helps beyond the seed spread." if sure else

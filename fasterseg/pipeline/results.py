@@ -9,6 +9,7 @@ without the held-out sequences).
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -34,26 +35,57 @@ def network_summary(out: Path, name: str) -> dict:
             "macs": bn.get("macs"), "params": bn.get("params")}
 
 
+def trained_val_miou(out: Path, name: str) -> float | None:
+    """The checkpoint's own val mIoU as training recorded it (``best.json``): before any offsets."""
+    try:
+        best = json.loads((out / name / "best.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return _f(best.get("value")) if best.get("name") == "val_miou" else None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    return (statistics.fmean(values) if values else None,
+            statistics.stdev(values) if len(values) > 1 else None)
+
+
 def kd_study(out: Path, cfg: PipelineConfig) -> dict:
-    """Distilled minus plain val mIoU per seed; mean and sample standard deviation."""
+    """Distilled minus plain val mIoU per seed; mean and sample standard deviation.
+
+    With ``train.fit_offsets`` the evaluated checkpoints carry fitted logit offsets, a second
+    fit per network; ``kd_delta_trained_*`` give the same difference for the checkpoints as
+    trained, so that the effect of distillation is not mixed with that of the offset fits.
+    """
     pairs = [("student_kd", "student", None)]
     pairs += [(f"student_kd_seed{s}", f"student_seed{s}", s) for s in cfg.train.seeds]
-    deltas, rows = [], []
+    deltas, trained_deltas, rows = [], [], []
     for kd_name, plain_name, seed in pairs:
         kd = _f((load_marker(out, f"eval_{kd_name}") or {}).get("miou"))
         plain = _f((load_marker(out, f"eval_{plain_name}") or {}).get("miou"))
         if kd is None or plain is None:
             continue
         deltas.append(kd - plain)
-        rows.append({"seed": seed, "kd_miou": kd, "plain_miou": plain, "delta": kd - plain})
-    return {
+        row = {"seed": seed, "kd_miou": kd, "plain_miou": plain, "delta": kd - plain}
+        if cfg.train.fit_offsets:
+            kd_t, plain_t = trained_val_miou(out, kd_name), trained_val_miou(out, plain_name)
+            if kd_t is not None and plain_t is not None:
+                row.update(kd_miou_trained=kd_t, plain_miou_trained=plain_t,
+                           delta_trained=kd_t - plain_t)
+                trained_deltas.append(kd_t - plain_t)
+        rows.append(row)
+    mean, std = _mean_std(deltas)
+    result = {
         "kd_deltas": rows,
-        "kd_delta_mean": statistics.fmean(deltas) if deltas else None,
-        "kd_delta_std": statistics.stdev(deltas) if len(deltas) > 1 else None,
+        "kd_delta_mean": mean,
+        "kd_delta_std": std,
         "kd_miou_mean": statistics.fmean(r["kd_miou"] for r in rows) if rows else None,
         "plain_miou_mean": statistics.fmean(r["plain_miou"] for r in rows) if rows else None,
         "seeds": len(deltas),
     }
+    if trained_deltas and len(trained_deltas) == len(deltas):
+        result["kd_delta_trained_mean"], result["kd_delta_trained_std"] = \
+            _mean_std(trained_deltas)
+    return result
 
 
 def collect_results(cfg: PipelineConfig, out: Path, wall_s: float | None = None) -> dict:

@@ -109,3 +109,26 @@ def test_results_contract_and_report_from_stage_markers(tmp_path):
 def test_duplicate_seeds_are_a_user_error():
     with pytest.raises(UserError, match="duplicates"):
         _cfg(seeds=[1, 1]).validate()
+
+
+def test_kd_study_separates_distillation_from_the_offset_fits(tmp_path):
+    """With fitted offsets, the trained checkpoints' own val mIoU gives a second delta."""
+    cfg = _cfg(fit_offsets=True)
+    evaluated = {"student_kd": 0.54, "student": 0.56, "student_kd_seed1": 0.55,
+                 "student_seed1": 0.55, "student_kd_seed2": 0.53, "student_seed2": 0.56}
+    trained = {"student_kd": 0.53, "student": 0.54, "student_kd_seed1": 0.54,
+               "student_seed1": 0.53, "student_kd_seed2": 0.52, "student_seed2": 0.53}
+    for name, v in evaluated.items():
+        _marker(tmp_path, f"eval_{name}", {"miou": v})
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "best.json").write_text(
+            json.dumps({"name": "val_miou", "value": trained[name], "epoch": 10}))
+    res = collect_results(cfg, tmp_path)
+    assert res["kd_delta_mean"] == pytest.approx((-0.02 + 0.0 - 0.03) / 3)
+    assert res["kd_delta_trained_mean"] == pytest.approx((-0.01 + 0.01 - 0.01) / 3)
+    assert res["kd_delta_trained_std"] > 0
+    assert res["kd_deltas"][1]["delta_trained"] == pytest.approx(0.01)
+    assert "before the fitted logit offsets" in build_report(cfg, tmp_path).read_text()
+    # a checkpoint that recorded another metric gives no trained delta (never a mixed mean)
+    (tmp_path / "student_seed2" / "best.json").write_text(json.dumps({"name": "loss", "value": 1}))
+    assert "kd_delta_trained_mean" not in collect_results(cfg, tmp_path)
