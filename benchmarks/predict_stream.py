@@ -23,6 +23,8 @@ with 2 cores. Two parts, both on the CamVid-trained searched student and CamVid 
     .venv/bin/python benchmarks/predict_stream.py --repeats 3 --note "quiet machine"
     .venv/bin/python benchmarks/predict_stream.py --ckpt runs/camvid-cpu-cw/student/best.pt \
         --deploy runs/camvid-cpu-cw/student/best.384x480.choice.json --ab-frames 101
+    .venv/bin/python benchmarks/predict_stream.py --ckpt runs/camvid-cpu-cw/student/best.pt \
+        --io-ab --threads 1     # 4. decode and write CPU: Pillow/zlib vs libspng/ISA-L
 
 Writes ``benchmarks/results/predict_stream.json`` (``--deploy``: the ``ab`` key of
 ``benchmarks/results/predict_deploy.json``, other keys kept). Needs the checkpoint and
@@ -276,13 +278,29 @@ def deploy_ab(args, files: list[Path]) -> dict:
         f"after (2 workers x {max(1, n // 2)} thread(s))": (Normalizer, Segmenter, StreamWriter,
                                                             half, 2),
     }
+    import fasterseg.utils.png as png
+
+    fast_read, overlay = png.read_rgb8, False
+    if args.io_compare:  # --workers 2 as above, overlays on: Pillow/zlib vs libspng/ISA-L
+        class ZlibWriter(StreamWriter):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, deflate="zlib", **kw)
+
+        w2 = f"2 workers x {max(1, n // 2)} thread(s)"
+        configs = {f"Pillow decode + zlib PNGs ({w2})": (Normalizer, Segmenter, ZlibWriter,
+                                                         half, 2),
+                   f"libspng decode + ISA-L PNGs ({w2})": (Normalizer, Segmenter, StreamWriter,
+                                                           half, 2)}
+        overlay = True
     tmp = Path(tempfile.mkdtemp(prefix="predict-deploy-ab-"))
     runs, labels = [], {}
     for r in range(args.repeats):
         for k, (name, (norm_cls, seg_cls, writer_cls, pred, workers)) in enumerate(
                 configs.items()):
             out = tmp / str(k)
-            writer = writer_cls(out, pal or [], info["num_classes"], mean=mean, std=std)
+            png.read_rgb8 = (lambda path: None) if name.startswith("Pillow") else fast_read
+            writer = writer_cls(out, pal or [], info["num_classes"], mean=mean, std=std,
+                                overlay=overlay)
             seg = seg_cls(lambda s, p=pred: p, torch.device("cpu"), workers=workers)
             torch.set_num_threads(n if workers == 1 else max(1, n // 2))
             c0 = time.process_time()
@@ -297,6 +315,7 @@ def deploy_ab(args, files: list[Path]) -> dict:
             print(f"  {name:34s} {row['fps_end_to_end']:.2f} frames/s, CPU "
                   f"{row['cpu_ms_per_frame']} ms/frame, stages {row['stage_ms']}", flush=True)
             labels[name] = {p.name: np.asarray(Image.open(p)) for p in (out / "labels").iterdir()}
+    png.read_rgb8 = fast_read
     ref = labels[list(configs)[0]]
     identical = {name: all(np.array_equal(ref[f], lab[f]) for f in ref)
                  for name, lab in labels.items()}
@@ -318,6 +337,98 @@ def deploy_ab(args, files: list[Path]) -> dict:
             "threads": n, "prepare_s": round(prepare_s, 2), "runs": runs, "summary": summary}
 
 
+def io_ab(args, files: list[Path]) -> dict:
+    """CPU (``thread_time``) of the reader's decode and the writer's whole ``write`` (label,
+    palette colour and overlay PNGs, blend, class counts, atomic writes), ``before`` (Pillow
+    decode, zlib run-length deflate) and ``after`` (libspng decode, ISA-L deflate), interleaved
+    frame by frame in this process; label PNGs decoded and compared; file sizes."""
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    import fasterseg.utils.png as png
+    from fasterseg.data.io import _open, to_rgb8
+    from fasterseg.deploy.stream import EagerPredictor, Normalizer, StreamWriter, argmax_labels
+    from fasterseg.engine.checkpoint import load_model
+
+    if png.read_rgb8(files[0]) is None or png.deflate_engine("auto") != "isal":
+        raise SystemExit("--io-ab needs pyspng and isal installed")
+    torch.set_num_threads(args.threads)
+    model, info = load_model(args.ckpt)
+    data = (info.get("config") or {}).get("data", {})
+    mean, std = data.get("mean", (0.485, 0.456, 0.406)), data.get("std", (0.229, 0.224, 0.225))
+    pal = (info.get("label_set") or {}).get("palette") or []
+    norm, eager = Normalizer(mean, std), EagerPredictor(model, "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="predict-io-ab-"))
+    writers = {k: StreamWriter(tmp / k, pal, info["num_classes"], mean=mean, std=std,
+                               overlay=True, deflate=d) for k, d in (("before", "zlib"),
+                                                                      ("after", "auto"))}
+    cpu: dict[str, list[float]] = {}
+    sizes_l: dict[str, list[float]] = {}
+    identical = True
+
+    def timed(key: str, fn):
+        c = time.thread_time()
+        out = fn()
+        cpu.setdefault(key, []).append(time.thread_time() - c)
+        return out
+
+    for k, f in enumerate(files[:args.ab_frames]):
+        order = ("before", "after") if k % 2 == 0 else ("after", "before")
+        rgbs = {}
+        for which in order:
+            rgbs[which] = timed(f"decode {which}", (lambda: to_rgb8(_open(f, "image"))[0])
+                                if which == "before" else (lambda: png.read_rgb8(f)))
+        identical &= np.array_equal(rgbs["before"], rgbs["after"])
+        h, w = rgbs["before"].shape[:2]
+        ids = argmax_labels(eager(norm(rgbs["before"]))[0, :, :h, :w].numpy())
+        for which in order:
+            timed(f"write {which}", lambda: writers[which].write(f.stem, ids, rgbs[which]))
+        for which in order:
+            lab = np.asarray(Image.open(tmp / which / "labels" / f"{f.stem}.png"))
+            identical &= np.array_equal(lab, ids)
+        if k < args.level_frames:  # the overlay alone: size vs CPU per deflate level
+            col = writers["after"].pal[ids].astype(np.uint16)
+            mix = ((rgbs["before"].astype(np.uint16) * 128 + col * 128 + 128) >> 8)
+            mix = mix.astype(np.uint8)
+            for name, kw in _DEFLATES:
+                data = timed(f"overlay {name}", lambda: png.encode_png(mix, **kw))
+                sizes_l.setdefault(name, []).append(len(data) / 1024)
+    sizes = {which: {d: round(sum(p.stat().st_size for p in (tmp / which / d).iterdir())
+                              / 1024 / len(list((tmp / which / d).iterdir())), 1)
+                     for d in ("labels", "color", "overlay")} for which in writers}
+    shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: _med(v) for k, v in cpu.items() if not k.startswith("overlay ")}
+    levels = {k: {"cpu_ms": _med(cpu[f"overlay {k}"]), "kib": round(statistics.median(v), 1)}
+              for k, v in sizes_l.items()}
+    return {"what": "CPU ms per frame (thread_time, median) of decode and write, before = "
+                    "Pillow decode + zlib level-1 run-length deflate, after = libspng decode + "
+                    "ISA-L level-1 deflate, interleaved frame by frame in one process",
+            "frames": min(len(files), args.ab_frames), "cpu_ms_median": med,
+            "saved_ms_per_frame": round(med["decode before"] - med["decode after"]
+                                        + med["write before"] - med["write after"], 2),
+            "kib_per_file": sizes, "pixels_and_labels_identical": bool(identical),
+            "overlay_png_by_deflate": levels, "level_frames": min(args.level_frames, len(files)),
+            "versions": {"isal": _version("isal"), "pyspng": _version("pyspng"),
+                         "pillow": _version("pillow")}}
+
+
+_DEFLATES = [(f"zlib L{lv} run-length", {"level": lv, "deflate": "zlib"}) for lv in range(1, 7)]
+_DEFLATES += [(f"zlib L{lv} default strategy", {"level": lv, "deflate": "zlib", "strategy": 0})
+              for lv in range(1, 7)]
+_DEFLATES += [(f"ISA-L L{lv}", {"level": lv, "deflate": "isal"}) for lv in range(4)]
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", default="runs/camvid-cpu/student/best.pt")
@@ -330,7 +441,13 @@ def main() -> int:
                     "(--deploy: predict_deploy.json, key ab)")
     ap.add_argument("--deploy", metavar="CHOICE.json", help="before/after on this choice's path")
     ap.add_argument("--onnx", metavar="FILE", help="--deploy: a saved int8 .onnx (no calibration)")
-    ap.add_argument("--ab-frames", type=int, default=101, help="--deploy: frames per run")
+    ap.add_argument("--ab-frames", type=int, default=101, help="--deploy/--io-ab: frames")
+    ap.add_argument("--level-frames", type=int, default=20, help="--io-ab: frames for the "
+                    "overlay size vs CPU table per deflate level")
+    ap.add_argument("--io-compare", action="store_true", help="--deploy: Pillow/zlib vs "
+                    "libspng/ISA-L with overlays, --workers 2 (predict_deploy.json, key ab_io)")
+    ap.add_argument("--io-ab", action="store_true", help="CPU of decode and write, Pillow/zlib "
+                    "vs libspng/ISA-L (predict_deploy.json, key io_ab)")
     args = ap.parse_args()
     os.chdir(ROOT)
     data = Path(args.data)
@@ -341,6 +458,18 @@ def main() -> int:
     from fasterseg.latency.backends import device_name, library_versions
     from fasterseg.utils.io import write_json
 
+    if args.io_ab:
+        out = Path(args.out or "benchmarks/results/predict_deploy.json")
+        kept = json.loads(out.read_text()) if out.is_file() else {}
+        res = io_ab(args, files) | {"checkpoint": args.ckpt, "note": args.note,
+                                    "load_average": list(os.getloadavg()),
+                                    "cpu": device_name("cpu"), "cores": os.cpu_count()}
+        write_json(out, kept | {"io_ab": res})
+        print(json.dumps({k: res[k] for k in ("cpu_ms_median", "saved_ms_per_frame",
+                                              "kib_per_file", "pixels_and_labels_identical",
+                                              "overlay_png_by_deflate")}, indent=1))
+        print(f"wrote {out}")
+        return 0
     if args.deploy:
         out = Path(args.out or "benchmarks/results/predict_deploy.json")
         kept = json.loads(out.read_text()) if out.is_file() else {}
@@ -349,7 +478,7 @@ def main() -> int:
         ab |= {"note": args.note, "load_average_before": load0,
                "load_average_after": list(os.getloadavg()), "cpu": device_name("cpu"),
                "cores": os.cpu_count()}
-        write_json(out, kept | {"ab": ab})
+        write_json(out, kept | {"ab_io" if args.io_compare else "ab": ab})
         print(json.dumps(ab["summary"], indent=1))
         print(f"wrote {out}")
         return 0

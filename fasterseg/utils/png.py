@@ -7,12 +7,13 @@ minus the row above, one numpy subtraction) compresses label maps and palette im
 Pillow does and overlays within ~8 %, at a third (360x480 label map: 0.9 vs 2.7 ms) to a half
 (overlay: 11 vs 21 ms) of the CPU time. The decoded pixels are the same; only the bytes differ.
 
-The deflate pass is then most of the cost. zlib's level barely matters with the run-length
-strategy (CamVid overlays, 360x480: 282 KiB at every level 1..6, 9.5-10 ms CPU; the default
-strategy gives 274-261 KiB at 13-60 ms). ISA-L's deflate (``isal``, optional) writes the same
-282 KiB overlay in 2.8 ms and a label map in 0.14 instead of 0.5 ms (5.5 instead of 4 KiB), so
-``deflate="auto"`` uses it when it is installed. Decoding: libspng (``pyspng``, optional) reads
-an 8-bit RGB PNG in about half of Pillow's CPU time (4.6 vs 8.9 ms), the same pixels.
+The deflate pass is then most of the cost. zlib's level does not matter with the run-length
+strategy (CamVid val overlays, 360x480, ``benchmarks/predict_stream.py --io-ab``: 237 KiB at
+every level 1..6, 10.5-10.8 ms CPU for the whole encode; the default strategy gives 241-223 KiB
+at 12.9-62.8 ms), so the level is not an option. ISA-L's deflate (``isal``, optional) writes it
+at level 1 in 3.3 ms (243 KiB), so ``deflate="auto"`` uses it when it is installed. Decoding:
+libspng (``pyspng``, optional) reads an 8-bit RGB PNG in about half of Pillow's CPU time (4.5 vs
+8.2 ms), the same pixels.
 """
 
 from __future__ import annotations
