@@ -5,9 +5,10 @@ frames (360x480) decoding a PNG, encoding two or three PNGs and the network take
 Here a reader thread decodes images (or video frames) into normalised, padded tensors, the main
 thread runs the network (one call per frame, one prepared model per padded input size; or hands
 frames to ``workers`` threads, each call with a share of the threads, two frames at once on
-2 cores) and a writer thread writes label PNGs, palette colour PNGs, overlays and an overlay video. Bounded
-queues keep memory flat; decoding (Pillow, FFmpeg), the network (torch) and PNG encoding (zlib)
-release the GIL, so the stages really run side by side.
+2 cores) and a writer thread writes label PNGs, palette colour PNGs, overlays and an overlay
+video. Bounded queues keep memory flat; decoding (Pillow, FFmpeg; libspng keeps the GIL for its
+~4.5 ms), the network (torch, onnxruntime) and PNG encoding (zlib, ISA-L) release the GIL, so the
+stages really run side by side.
 
 Stopping is clean whatever happens: an error in any stage or Ctrl-C stops all three, the threads
 are joined, and every file is written atomically (temp file + rename), so there is never a
