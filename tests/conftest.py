@@ -17,6 +17,18 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The per-user cache (amp choice, deploy choices) of the tests' own: never the user's."""
+    old = os.environ.get("FASTERSEG_CACHE")
+    os.environ["FASTERSEG_CACHE"] = str(tmp_path_factory.mktemp("fasterseg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("FASTERSEG_CACHE", None)
+    else:
+        os.environ["FASTERSEG_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -30,6 +30,7 @@ from torch import nn
 from fasterseg.deploy import paths
 from fasterseg.deploy.predictor import Predictor
 from fasterseg.errors import UserError
+from fasterseg.utils.io import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -322,9 +323,7 @@ def choice_cache_dir() -> Path:
     """Where choices for published names are kept (they have no folder of their own, and a
     choice belongs to this machine): ``$FASTERSEG_CACHE/choices``, by default
     ``$XDG_CACHE_HOME/fasterseg/choices`` (``~/.cache/fasterseg/choices``)."""
-    root = os.environ.get("FASTERSEG_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasterseg")
-    return Path(root) / "choices"
+    return cache_dir() / "choices"
 
 
 def default_choice_path(model: str, size: Sequence[int], out: str | Path | None = None) -> Path:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import torch
+
+from fasterseg.utils.io import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ def autocast(amp: str, device: torch.device):
 
 
 def _cache_path() -> Path:
-    root = os.environ.get("FASTERSEG_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasterseg")
-    return Path(root) / "amp_choice.json"
+    return cache_dir() / "amp_choice.json"
 
 
 def _machine_key() -> str:

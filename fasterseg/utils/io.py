@@ -27,6 +27,15 @@ def _umask() -> int:
     return mask
 
 
+def cache_dir() -> Path:
+    """Per-user cache for what belongs to this machine (the bf16-vs-fp32 choice, deploy choices
+    of published networks): ``$FASTERSEG_CACHE``, else ``$XDG_CACHE_HOME/fasterseg``
+    (``~/.cache/fasterseg``)."""
+    root = os.environ.get("FASTERSEG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasterseg")
+    return Path(root)
+
+
 def atomic_write(
     path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w", fsync: bool = True
 ) -> Path:
