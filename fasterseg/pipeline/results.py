@@ -54,37 +54,43 @@ def kd_study(out: Path, cfg: PipelineConfig) -> dict:
 
     With ``train.fit_offsets`` the evaluated checkpoints carry fitted logit offsets, a second
     fit per network; ``kd_delta_trained_*`` give the same difference for the checkpoints as
-    trained, so that the effect of distillation is not mixed with that of the offset fits.
+    trained (every pair whose two trainings finished, evaluated or not), so that the effect of
+    distillation is not mixed with that of the offset fits.
     """
     pairs = [("student_kd", "student", None)]
     pairs += [(f"student_kd_seed{s}", f"student_seed{s}", s) for s in cfg.train.seeds]
     deltas, trained_deltas, rows = [], [], []
     for kd_name, plain_name, seed in pairs:
+        row: dict[str, Any] = {"seed": seed}
         kd = _f((load_marker(out, f"eval_{kd_name}") or {}).get("miou"))
         plain = _f((load_marker(out, f"eval_{plain_name}") or {}).get("miou"))
-        if kd is None or plain is None:
-            continue
-        deltas.append(kd - plain)
-        row = {"seed": seed, "kd_miou": kd, "plain_miou": plain, "delta": kd - plain}
-        if cfg.train.fit_offsets:
+        if kd is not None and plain is not None:
+            deltas.append(kd - plain)
+            row.update(kd_miou=kd, plain_miou=plain, delta=kd - plain)
+        finished = all(load_marker(out, n) is not None for n in (kd_name, plain_name))
+        if cfg.train.fit_offsets and finished:
             kd_t, plain_t = trained_val_miou(out, kd_name), trained_val_miou(out, plain_name)
             if kd_t is not None and plain_t is not None:
                 row.update(kd_miou_trained=kd_t, plain_miou_trained=plain_t,
                            delta_trained=kd_t - plain_t)
                 trained_deltas.append(kd_t - plain_t)
-        rows.append(row)
+        if len(row) > 1:
+            rows.append(row)
     mean, std = _mean_std(deltas)
+    evaluated = [r for r in rows if "delta" in r]
     result = {
         "kd_deltas": rows,
         "kd_delta_mean": mean,
         "kd_delta_std": std,
-        "kd_miou_mean": statistics.fmean(r["kd_miou"] for r in rows) if rows else None,
-        "plain_miou_mean": statistics.fmean(r["plain_miou"] for r in rows) if rows else None,
+        "kd_miou_mean": statistics.fmean(r["kd_miou"] for r in evaluated) if evaluated else None,
+        "plain_miou_mean": (statistics.fmean(r["plain_miou"] for r in evaluated)
+                            if evaluated else None),
         "seeds": len(deltas),
     }
-    if trained_deltas and len(trained_deltas) == len(deltas):
+    if trained_deltas:
         result["kd_delta_trained_mean"], result["kd_delta_trained_std"] = \
             _mean_std(trained_deltas)
+        result["kd_trained_seeds"] = len(trained_deltas)
     return result
 
 

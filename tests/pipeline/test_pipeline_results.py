@@ -112,23 +112,33 @@ def test_duplicate_seeds_are_a_user_error():
 
 
 def test_kd_study_separates_distillation_from_the_offset_fits(tmp_path):
-    """With fitted offsets, the trained checkpoints' own val mIoU gives a second delta."""
+    """With fitted offsets, the trained checkpoints' own val mIoU gives a second delta, over
+    every pair whose two trainings finished (evaluated or not)."""
     cfg = _cfg(fit_offsets=True)
     evaluated = {"student_kd": 0.54, "student": 0.56, "student_kd_seed1": 0.55,
-                 "student_seed1": 0.55, "student_kd_seed2": 0.53, "student_seed2": 0.56}
+                 "student_seed1": 0.55}
     trained = {"student_kd": 0.53, "student": 0.54, "student_kd_seed1": 0.54,
                "student_seed1": 0.53, "student_kd_seed2": 0.52, "student_seed2": 0.53}
     for name, v in evaluated.items():
         _marker(tmp_path, f"eval_{name}", {"miou": v})
+    for name, v in trained.items():
+        _marker(tmp_path, name, {})  # the training stage finished
         (tmp_path / name).mkdir()
         (tmp_path / name / "best.json").write_text(
-            json.dumps({"name": "val_miou", "value": trained[name], "epoch": 10}))
+            json.dumps({"name": "val_miou", "value": v, "epoch": 10}))
     res = collect_results(cfg, tmp_path)
-    assert res["kd_delta_mean"] == pytest.approx((-0.02 + 0.0 - 0.03) / 3)
+    assert res["seeds"] == 2 and res["kd_delta_mean"] == pytest.approx((-0.02 + 0.0) / 2)
+    assert res["kd_trained_seeds"] == 3
     assert res["kd_delta_trained_mean"] == pytest.approx((-0.01 + 0.01 - 0.01) / 3)
     assert res["kd_delta_trained_std"] > 0
-    assert res["kd_deltas"][1]["delta_trained"] == pytest.approx(0.01)
-    assert "before the fitted logit offsets" in build_report(cfg, tmp_path).read_text()
-    # a checkpoint that recorded another metric gives no trained delta (never a mixed mean)
-    (tmp_path / "student_seed2" / "best.json").write_text(json.dumps({"name": "loss", "value": 1}))
-    assert "kd_delta_trained_mean" not in collect_results(cfg, tmp_path)
+    assert res["kd_deltas"][2] == {"seed": 2, "kd_miou_trained": 0.52,
+                                   "plain_miou_trained": 0.53,
+                                   "delta_trained": pytest.approx(-0.01)}
+    report = build_report(cfg, tmp_path).read_text()
+    assert "before the fitted logit offsets" in report and "| 2 | n/a | n/a | n/a |" in report
+    # a training still running (no stage marker: its best.json is an early epoch's) and a
+    # checkpoint that recorded another metric are left out, never mixed into the mean
+    (tmp_path / "stages" / "student_seed2.json").unlink()
+    (tmp_path / "student_seed1" / "best.json").write_text(json.dumps({"name": "loss", "value": 1}))
+    res = collect_results(cfg, tmp_path)
+    assert res["kd_trained_seeds"] == 1 and res["kd_delta_trained_std"] is None
