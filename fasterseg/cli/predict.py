@@ -31,7 +31,7 @@ Files under OUT's own labels/, color/ and overlay/ are never inputs. Videos (.mp
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SUBDIRS = ("labels", "color", "overlay")
 _CHANNELS_LAST = ("jit-fp32", "torch-bf16-cl", "torch-fp16-cl")  # paths that run NHWC
-_OVERLAPPING = ("torch", "jit", "onnxruntime")  # backends whose calls may overlap (--workers)
+_OVERLAPPING = ("torch", "jit", "onnxruntime", "openvino")  # calls may overlap (--workers)
 
 
 def register(subparsers, parents) -> None:
@@ -214,7 +214,8 @@ def _workers(args, device, threads: int, backend: str) -> tuple[int, int, str | 
 
     On the CPU, two frames at once with half the threads each beat one frame with all of them
     (CamVid student, 2 cores: see docs/predict.md); only paths whose calls may overlap on one
-    prepared model (PyTorch, onnxruntime; not OpenVINO's single infer request, not CUDA).
+    prepared model (PyTorch, onnxruntime, OpenVINO: one infer request per thread, compiled for
+    k streams; not CUDA).
     """
     if device.type != "cpu" or backend not in _OVERLAPPING:
         note = None
@@ -268,8 +269,13 @@ def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
             note = "; ".join(filter(None, [note, f"the choice was measured with {measured} "
                                            f"threads; running with {total}"]))
         built = {**choice, "threads": per}  # split among the workers
-        return (Segmenter(lambda size: build_from_choice(model, built, size), device, workers=k),
-                chosen["name"], note, per, total)
+
+        def build(size):
+            if k > 1 and chosen.get("backend") == "openvino":  # one model, k streams of `per`
+                return build_from_choice(model, {**built, "threads": per * k}, size).overlap(k)
+            return build_from_choice(model, built, size)
+
+        return (Segmenter(build, device, workers=k), chosen["name"], note, per, total)
     if args.fast:
         from fasterseg.bench.tuning import tune_malloc
         from fasterseg.deploy.paths import build_candidate

@@ -42,6 +42,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -177,9 +178,19 @@ def _quiet_nncf():
         log.setLevel(level)
 
 
-def compile_config(dtype: str, threads: int | None) -> dict[str, str]:
-    """CPU plugin properties: latency hint (one stream), inference precision, thread count."""
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _PRECISION[dtype]}
+def compile_config(dtype: str, threads: int | None, streams: int = 1) -> dict[str, str]:
+    """CPU plugin properties: inference precision, thread count and the stream layout.
+
+    One stream: the latency hint (every thread on one inference). ``streams`` > 1: that many
+    CPU streams, ``threads`` shared among them (``INFERENCE_NUM_THREADS`` is the total), so as
+    many calls from different threads run at once, each on its own share of the cores
+    (``predict --workers``).
+    """
+    config = {"INFERENCE_PRECISION_HINT": _PRECISION[dtype]}
+    if int(streams) > 1:
+        config["NUM_STREAMS"] = str(int(streams))  # explicit: no hint picks its own count
+    else:
+        config["PERFORMANCE_HINT"] = "LATENCY"
     if threads is not None:
         if int(threads) < 1:
             raise UserError(f"--threads must be >= 1, got {threads}")
@@ -188,7 +199,12 @@ def compile_config(dtype: str, threads: int | None) -> dict[str, str]:
 
 
 class OpenVINOPredictor:
-    """An OpenVINO model compiled for the CPU at one input size (batch 1 per inference)."""
+    """An OpenVINO model compiled for the CPU at one input size (batch 1 per inference).
+
+    Callable from several threads at once: each thread has its own infer request (one request
+    serves one inference at a time); ``overlap(k)`` compiles for ``k`` streams so that ``k``
+    such calls really run side by side.
+    """
 
     backend = "openvino"
 
@@ -198,16 +214,13 @@ class OpenVINOPredictor:
         self.name = f"openvino-{dtype}"
         self.dtype = dtype
         self.size = size
-        self.model = ov_model  # kept for save()
-        core = ov.Core()
-        config = compile_config(dtype, threads)
-        try:
-            self.compiled = core.compile_model(ov_model, "CPU", config)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise UserError(f"OpenVINO could not compile the model for the CPU: {first}") from None
-        self.request = self.compiled.create_infer_request()
+        self.model = ov_model  # kept for save() and overlap()
+        self._core = ov.Core()
+        self._threads = threads
+        self.streams = 1
+        self._compile(1)
         ran = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        core = self._core
         self.info = {
             "openvino": openvino_version(),
             "device": "CPU",
@@ -225,16 +238,50 @@ class OpenVINOPredictor:
                                  f"and runs {ran}")
             logger.warning("openvino-bf16: %s", self.info["note"])
 
+    def _compile(self, streams: int) -> None:
+        """Compile ``self.model`` for ``streams`` CPU streams; infer requests start afresh."""
+        config = compile_config(self.dtype, self._threads, streams)
+        try:
+            self.compiled = self._core.compile_model(self.model, "CPU", config)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"OpenVINO could not compile the model for the CPU: {first}") from None
+        self.streams = streams
+        self._local = threading.local()  # one infer request per calling thread
+
+    def overlap(self, streams: int, threads: int | None = None) -> OpenVINOPredictor:
+        """Compile again for ``streams`` calls at once sharing ``threads`` (default: the
+        threads it was built with); returns self. Outputs stay the same: each stream runs the
+        same compiled graph, only on fewer threads."""
+        streams = max(1, int(streams))
+        if threads is not None:
+            self._threads = int(threads)
+        if streams != self.streams or threads is not None:
+            self._compile(streams)
+            self.info.update(streams=int(self.compiled.get_property("NUM_STREAMS")),
+                             threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+                             performance_hint="LATENCY" if streams == 1 else "none (streams)")
+        return self
+
+    @property
+    def request(self) -> Any:
+        """This thread's infer request (created on its first call)."""
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` fp32 -> fp32 logits ``[B, C, H, W]`` (one inference per image)."""
         x = x.detach().float().cpu()
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, *self.size):
             raise UserError(f"openvino path was compiled for [B, 3, {self.size[0]}, "
                             f"{self.size[1]}] inputs, got {list(x.shape)}")
+        request = self.request
         outs = []
         for i in range(x.shape[0]):
-            self.request.infer({0: np.ascontiguousarray(x[i:i + 1].numpy())}, share_inputs=True)
-            outs.append(torch.from_numpy(self.request.get_output_tensor(0).data.copy()))
+            request.infer({0: np.ascontiguousarray(x[i:i + 1].numpy())}, share_inputs=True)
+            outs.append(torch.from_numpy(request.get_output_tensor(0).data.copy()))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def save(self, path: str | Path) -> Path:

@@ -317,3 +317,39 @@ def test_ctrl_c_stops_the_stream_and_drops_a_partial_video(ckpt, photos, tmp_pat
     assert not vid.exists() and not list(tmp_path.glob(".v*"))  # no video, no temp video
     assert not list(out.rglob(".*")) and len(_pngs(out / "labels")) <= 2
     assert not _stream_threads()
+
+
+def test_predict_deploy_openvino_honours_workers(ckpt, photos, tmp_path, capsys, monkeypatch):
+    """An OpenVINO choice runs ``--workers 2``: one model compiled for two streams sharing the
+    threads, two frames at once, the same labels as one worker (it used to run one at a time)."""
+    pytest.importorskip("openvino")
+    from fasterseg.deploy.openvino import compile_openvino
+
+    built = []
+
+    def build_from_choice(model, choice, size):
+        pred = compile_openvino(model, size, "fp32", threads=choice["threads"])
+        built.append(pred)
+        return pred
+
+    fake = types.ModuleType("fasterseg.deploy.auto")
+    fake.load_choice = lambda path: {"chosen": {"name": "openvino-fp32", "backend": "openvino"},
+                                     "threads": 2}
+    fake.build_from_choice = build_from_choice
+    monkeypatch.setitem(sys.modules, "fasterseg.deploy.auto", fake)
+    choice = tmp_path / "choice.json"
+    choice.write_text("{}")
+    labels = {}
+    for k in (1, 2):
+        built.clear()
+        assert main(["predict", str(ckpt), str(photos), "-o", str(tmp_path / f"w{k}"),
+                     "--deploy", str(choice), "--workers", str(k), "--json"]) == 0
+        out = capsys.readouterr().out
+        res = json.loads(out.strip().splitlines()[-1])
+        assert (res["workers"], res["threads"], res["threads_per_call"]) == (k, 2, 2 // k)
+        assert "runs one frame at a time" not in out
+        assert [(p.streams, p.info["threads"]) for p in built] == [(k, 2)] * 2  # 2 padded sizes
+        labels[k] = {n: np.asarray(Image.open(tmp_path / f"w{k}" / "labels" / n))
+                     for n in _pngs(tmp_path / f"w{k}" / "labels")}
+    assert len(labels[1]) == 5 and labels[1].keys() == labels[2].keys()
+    assert all(np.array_equal(labels[1][n], labels[2][n]) for n in labels[1])

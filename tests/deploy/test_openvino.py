@@ -326,3 +326,24 @@ def test_export_openvino_int8_is_the_checked_path(tiny_arch, tmp_path, capsys):
     assert "fp32_nodes" in res["int8"] and res["check"]["images"] == 2
     assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()
     assert "pixels agree with fp32" in out
+
+
+@needs_ov
+def test_calls_from_two_threads_at_once_match_serial_calls(model, images):
+    """``predict --workers 2`` calls one predictor from two threads at once: each thread has its
+    own infer request (one shared request raced: busy errors or another frame's logits), and
+    ``overlap(2)`` compiles two streams sharing the threads, with the same outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred = fov.compile_openvino(model, SIZE, "fp32", threads=2)
+    xs = [images[k % 3] * (1 + k / 8) for k in range(12)]
+    serial = [pred(x) for x in xs]
+    assert pred.overlap(2) is pred
+    assert (pred.streams, pred.info["streams"], pred.info["threads"]) == (2, 2, 2)
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as ex:
+            both = list(ex.map(pred, xs))
+        assert all(torch.equal(a, b) for a, b in zip(serial, both))
+    assert fov.compile_config("int8", 2, 2) == {"INFERENCE_PRECISION_HINT": "f32",
+                                                "NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": "2"}
+    assert fov.compile_config("fp32", 2)["PERFORMANCE_HINT"] == "LATENCY"
