@@ -357,7 +357,7 @@ def _quantize_ort(
     reduce_range = not vnni
     on_calib = check is None
     probe = calib if on_calib else check
-    if on_calib:
+    if on_calib and keep_fp32 is None:  # a saved choice's layers: nothing is decided here
         logger.warning("int8: no check images; agreement is measured on the calibration images")
     with torch.inference_mode():
         reference = [net(x).argmax(1) for x in probe]
@@ -382,7 +382,7 @@ def _quantize_ort(
                                 min_agreement, forced=forced, max_fallback=max_fallback,
                                 cost=builder.macs if FALLBACK_COST else None, what="int8")
         reached = found.agreement >= min_agreement
-        if not reached:
+        if not reached and keep_fp32 is None:
             logger.warning("int8: agreement with fp32 %.4f stays under the floor %.4f after "
                            "%d fp32 fallbacks", found.agreement, min_agreement, len(found.kept))
     best = found.model

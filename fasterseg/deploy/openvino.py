@@ -382,7 +382,7 @@ def _int8_with_fallback(
                             f"(conv0 .. conv{len(convs) - 1})")
     on_calib = check is None
     probe = calib if on_calib else check
-    if on_calib:
+    if on_calib and keep_fp32 is None:  # a saved choice's layers: nothing is decided here
         logger.warning("openvino-int8: no check images; agreement is measured on the "
                        "calibration images")
     net = copy.deepcopy(model).eval().float().cpu()
@@ -410,7 +410,7 @@ def _int8_with_fallback(
                             score_one=score_one, cost=macs if FALLBACK_COST else None,
                             what="openvino-int8")
     reached = None if min_agreement is None else found.agreement >= min_agreement
-    if reached is False:
+    if reached is False and searching:
         logger.warning("openvino-int8: agreement with fp32 %.4f stays under the floor %.4f "
                        "after %d fp32 fallbacks", found.agreement, min_agreement, len(found.kept))
     best, best_ids = found.model, found.fp32

@@ -139,7 +139,7 @@ def test_other_calibration_methods(tiny, images, method):
     assert q.info["agreement"] > 0.5 and q(check[0]).shape == (1, 3, *SIZE)
 
 
-def test_keep_fp32_skips_the_search_and_is_honoured(tiny, images, quantized):
+def test_keep_fp32_skips_the_search_and_is_honoured(tiny, images, quantized, caplog):
     calib, check, _ = images
     q0, _ = quantized
     forced = q0.info["fallback_steps"][0]["fp32"]  # the final resize, always fp32
@@ -149,6 +149,12 @@ def test_keep_fp32_skips_the_search_and_is_honoured(tiny, images, quantized):
     assert first_conv in q.info["fp32_nodes"] and len(q.info["fallback_steps"]) == 1
     assert q.info["int8_convs"] == q.info["convs"] - 1
     assert set(forced) <= set(q.info["fp32_nodes"])
+    # a saved choice rebuilt without check images decides nothing: no floor or probe warnings
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        int8_mod.quantize_int8(tiny, SIZE, calib, keep_fp32=[first_conv], min_agreement=1.0,
+                               threads=1)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
     with pytest.raises(UserError, match="keep_fp32: no node 'nope'"):
         int8_mod.quantize_int8(tiny, SIZE, calib, keep_fp32=["nope"], threads=1)
 
