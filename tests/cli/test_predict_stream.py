@@ -192,6 +192,17 @@ def test_predict_deploy_runs_the_chosen_path_per_padded_size(ckpt, photos, tmp_p
     assert "--fast and --deploy" in _error_line(capsys)
 
 
+def _fake_choice(monkeypatch, tmp_path, name: str, backend: str, build) -> Path:
+    """A choice file whose path ``build(model, choice, size)`` makes (no measuring, no calibration)."""
+    fake = types.ModuleType("fasterseg.deploy.auto")
+    fake.load_choice = lambda path: {"chosen": {"name": name, "backend": backend}, "threads": 2}
+    fake.build_from_choice = build
+    monkeypatch.setitem(sys.modules, "fasterseg.deploy.auto", fake)
+    choice = tmp_path / "choice.json"
+    choice.write_text("{}")
+    return choice
+
+
 def test_predict_deploy_honours_threads(ckpt, photos, tmp_path, capsys, monkeypatch):
     """``--threads`` means the same with ``--deploy`` as on the other paths (it was ignored for
     the choice's own count), split among ``--workers``; without it the choice's count runs."""
@@ -206,13 +217,7 @@ def test_predict_deploy_honours_threads(ckpt, photos, tmp_path, capsys, monkeypa
         built.append(choice["threads"])
         return Chosen(model, "cpu")
 
-    fake = types.ModuleType("fasterseg.deploy.auto")
-    fake.load_choice = lambda path: {"chosen": {"name": "fake-fp32", "backend": "torch"},
-                                     "threads": 2}
-    fake.build_from_choice = build_from_choice
-    monkeypatch.setitem(sys.modules, "fasterseg.deploy.auto", fake)
-    choice = tmp_path / "choice.json"
-    choice.write_text("{}")
+    choice = _fake_choice(monkeypatch, tmp_path, "fake-fp32", "torch", build_from_choice)
     one = photos / "f0.png"
     runs = {("--threads", "1", "--workers", "1"): (1, 1, 1), ("--threads", "4", "--workers", "2"):
             (2, 4, 2), ("--workers", "1"): (2, 2, 1), ("--threads", "1"): (1, 1, 1)}
@@ -332,13 +337,7 @@ def test_predict_deploy_openvino_honours_workers(ckpt, photos, tmp_path, capsys,
         built.append(pred)
         return pred
 
-    fake = types.ModuleType("fasterseg.deploy.auto")
-    fake.load_choice = lambda path: {"chosen": {"name": "openvino-fp32", "backend": "openvino"},
-                                     "threads": 2}
-    fake.build_from_choice = build_from_choice
-    monkeypatch.setitem(sys.modules, "fasterseg.deploy.auto", fake)
-    choice = tmp_path / "choice.json"
-    choice.write_text("{}")
+    choice = _fake_choice(monkeypatch, tmp_path, "openvino-fp32", "openvino", build_from_choice)
     labels = {}
     for k in (1, 2):
         built.clear()
