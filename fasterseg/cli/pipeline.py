@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     report = build_report(cfg, out, elapsed)
     print(f"report: {report}  ({elapsed:.0f} s)")
     best = "best.offsets.pt" if cfg.train.fit_offsets else "best.pt"
-    print(f"next: open {report}; deploy with `fasterseg export {out}/student_kd/{best} -o student.onnx --verify`")
+    net = _best_student(out)
+    print(f"next: open {report}; deploy with `fasterseg export {out}/{net}/{best} -o student.onnx --verify`")
     if args.json:
         summary = {"out": str(out), "report": str(report), "seconds": elapsed}
         for run in ("teacher", "student_kd", "student", "baseline"):
@@ -136,6 +138,16 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
                                 "fps": bn.get("fps")}
         emit_json(summary)
     return 0
+
+
+
+def _best_student(out: Path) -> str:
+    """The run dir of the student with the higher val mIoU (results.json), distilled if unknown."""
+    try:
+        name = json.loads((out / "results.json").read_text()).get("best_student")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if name in ("student_kd", "student") else "student_kd"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -142,3 +142,14 @@ def test_kd_study_separates_distillation_from_the_offset_fits(tmp_path):
     (tmp_path / "student_seed1" / "best.json").write_text(json.dumps({"name": "loss", "value": 1}))
     res = collect_results(cfg, tmp_path)
     assert res["kd_trained_seeds"] == 1 and res["kd_delta_trained_std"] is None
+
+
+def test_next_step_names_the_better_student(tmp_path):
+    """The closing hint deploys the student with the higher val mIoU, not always the distilled."""
+    from fasterseg.cli.pipeline import _best_student
+
+    assert _best_student(tmp_path) == "student_kd"  # no results yet
+    (tmp_path / "results.json").write_text(json.dumps({"best_student": "student"}))
+    assert _best_student(tmp_path) == "student"
+    (tmp_path / "results.json").write_text("[1]")  # not an object: the default, no traceback
+    assert _best_student(tmp_path) == "student_kd"
