@@ -55,6 +55,23 @@ def measure_pair(searched, published, size, threads: int, rounds: int, seconds: 
     return out
 
 
+KD_KEYS = ("kd_deltas", "kd_delta_mean", "kd_delta_std", "kd_miou_mean", "plain_miou_mean",
+           "seeds", "kd_delta_trained_mean", "kd_delta_trained_std", "kd_trained_seeds")
+
+
+def kd_study_from(run: Path) -> dict:
+    """The seed study's keys of another run of the preset (a seed study costs about 6 student
+    trainings; a run that changed only the student's head reuses the last one, labelled)."""
+    from fasterseg.config.core import load_config
+    from fasterseg.config.pipeline import PipelineConfig
+    from fasterseg.pipeline.results import collect_results
+
+    other = collect_results(load_config(PipelineConfig, run / "pipeline.yaml"), run)
+    out = {k: other[k] for k in KD_KEYS if k in other}
+    out["kd_study_run"] = str(run)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=CKPT",
                     help="another network timed in the same rounds (e.g. an experiment's student)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "camvid_cpu.json"))
+    ap.add_argument("--kd-from", default=None, metavar="RUN",
+                    help="take the distillation seed study (kd_* keys, seeds) from another "
+                         "pipeline run of the same preset, e.g. one whose student had no detail "
+                         "head; recorded as kd_study_run")
     ap.add_argument("--latency-from", default=None, metavar="JSON",
                     help="reuse the latency timings of an earlier results file for the same two "
                          "networks instead of timing again (e.g. after `fit-offsets`, which "
@@ -88,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     cfg = load_config(PipelineConfig, run / "pipeline.yaml")
     res = collect_results(cfg, run)
+    if args.kd_from:
+        res.update(kd_study_from(Path(args.kd_from)))
     size = args.size or list(cfg.latency.size)
     best = res.get("best_student") or "student"
     searched_ckpt = run / best / "best.pt"
