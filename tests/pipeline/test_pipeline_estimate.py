@@ -58,8 +58,11 @@ def test_overrides_reach_the_estimate_through_the_schema(tmp_path, probes):
 def test_detail_channels_reach_derive_and_are_validated(tmp_path):
     from fasterseg.errors import UserError
 
-    plain = {s.name: s for s in build_stages(_camvid_cpu(tmp_path), tmp_path)}
-    assert "--detail-channels" not in plain["derive"].argv
+    plain = {s.name: s for s in build_stages(_camvid_cpu(tmp_path, "search.detail_channels=0"),
+                                             tmp_path)}
+    assert "--detail-channels" not in plain["derive"].argv  # 0: the paper's network
+    preset = {s.name: s for s in build_stages(_camvid_cpu(tmp_path), tmp_path)}
+    assert "--detail-channels" in preset["derive"].argv  # the preset's student has the head
     cfg = _camvid_cpu(tmp_path, "search.detail_channels=16")
     cfg.validate()
     derive = {s.name: s for s in build_stages(cfg, tmp_path)}["derive"]
