@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     cfg = load_config(PipelineConfig, run / "pipeline.yaml")
     res = collect_results(cfg, run)
-    if args.kd_from:
+    if args.kd_from:  # this run's own pairs stay, under their own key
+        res["kd_deltas_this_run"] = res.get("kd_deltas")
         res.update(kd_study_from(Path(args.kd_from)))
     size = args.size or list(cfg.latency.size)
     best = res.get("best_student") or "student"
