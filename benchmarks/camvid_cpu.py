@@ -59,14 +59,20 @@ KD_KEYS = ("kd_deltas", "kd_delta_mean", "kd_delta_std", "kd_miou_mean", "plain_
            "seeds", "kd_delta_trained_mean", "kd_delta_trained_std", "kd_trained_seeds")
 
 
-def kd_study_from(run: Path) -> dict:
-    """The seed study's keys of another run of the preset (a seed study costs about 6 student
-    trainings; a run that changed only the student's head reuses the last one, labelled)."""
+def run_results(run: Path) -> tuple:
+    """A pipeline run's config and collected results (``results.json`` contents)."""
     from fasterseg.config.core import load_config
     from fasterseg.config.pipeline import PipelineConfig
     from fasterseg.pipeline.results import collect_results
 
-    other = collect_results(load_config(PipelineConfig, run / "pipeline.yaml"), run)
+    cfg = load_config(PipelineConfig, run / "pipeline.yaml")
+    return cfg, collect_results(cfg, run)
+
+
+def kd_study_from(run: Path) -> dict:
+    """The seed study's keys of another run of the preset (a seed study costs about 6 student
+    trainings; a run that changed only the student's head reuses the last one, labelled)."""
+    _, other = run_results(run)
     out = {k: other[k] for k in KD_KEYS if k in other}
     out["kd_study_run"] = str(run)
     return out
@@ -100,15 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--also {spec!r}: expected NAME=CKPT with an existing checkpoint")
         also_specs[name] = ckpt
 
-    from fasterseg.config.core import load_config
-    from fasterseg.config.pipeline import PipelineConfig
-    from fasterseg.pipeline.results import collect_results
     from fasterseg.utils.environment import collect_env
     from fasterseg.utils.io import write_json
 
     run = Path(args.run)
-    cfg = load_config(PipelineConfig, run / "pipeline.yaml")
-    res = collect_results(cfg, run)
+    cfg, res = run_results(run)
     if args.kd_from:  # this run's own pairs stay, under their own key
         res["kd_deltas_this_run"] = res.get("kd_deltas")
         res.update(kd_study_from(Path(args.kd_from)))

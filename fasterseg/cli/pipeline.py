@@ -140,7 +140,6 @@ def execute(cfg, args: argparse.Namespace, demo: bool) -> int:
     return 0
 
 
-
 def _best_student(out: Path) -> str:
     """The run dir of the student with the higher val mIoU (results.json), distilled if unknown."""
     try:
