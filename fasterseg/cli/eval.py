@@ -156,6 +156,10 @@ def run(args) -> int:
         protected += outputs.dataset_folders(data_cfg.root, data_cfg.preset)
     outputs.check_not_in_dataset([out], protected, "--out", recursive=False)
     info = D.init_from_env(device)
+    if info.device.type == "cpu":
+        from fasterseg.bench import tuning
+
+        tuning.tune_malloc()  # speed only: big activations stay in the heap
     try:
         if info.is_main:
             outputs.ensure_writable(out, "--out", "" if args.out else "; pass --out DIR")

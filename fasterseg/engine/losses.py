@@ -49,30 +49,92 @@ class OhemCrossEntropy:
                 "resize the logits first"
             )
         b, c, h, w = logits.shape
-        logp = F.log_softmax(logits.float(), dim=1)
         target = labels.long()
         valid = (target != self.ignore_index) & (target >= 0) & (target < c)
-        num_valid = int(valid.sum())
-        if num_valid == 0:
+        if not bool(valid.any()):
             return _zero_loss(logits)
-        safe = torch.where(valid, target, torch.zeros_like(target))
-        nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)  # [B,H,W]
         min_kept = int(self.min_kept_ratio * b * h * w)
+        return _OhemNLL.apply(logits.float(), target, valid, self.thresh, min_kept,
+                              self.class_weight)
+
+
+def ohem_reference(
+    logits: torch.Tensor, labels: torch.Tensor, thresh: float, min_kept_ratio: float,
+    ignore_index: int = 255, class_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The same OHEM loss as plain autograd ops (``log_softmax`` + ``gather`` + mask): slower,
+    kept as the reference the one-pass version is checked and timed against."""
+    b, c, h, w = logits.shape
+    logp = F.log_softmax(logits.float(), dim=1)
+    valid = (labels != ignore_index) & (labels >= 0) & (labels < c)
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
+    min_kept = int(min_kept_ratio * b * h * w)
+    keep = valid
+    if 0 < min_kept <= int(valid.sum()):
+        prob = torch.exp(-nll.detach())
+        kth = torch.kthvalue(prob[valid], min_kept).values
+        keep = valid & (prob <= torch.clamp_min(kth, thresh))
+    elif min_kept <= 0:
+        keep = valid & (torch.exp(-nll.detach()) <= thresh)
+    wpx = keep.to(nll.dtype)
+    if class_weight is not None:
+        wpx = wpx * class_weight.to(nll.device, nll.dtype)[safe]
+    return (nll * wpx).sum() / wpx.sum().clamp_min(1e-12)
+
+
+def _classes_last(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A channels_last [B,C,H,W] tensor as its contiguous [B,H,W,C] view (class dim -1): softmax
+    over a strided class dim copies the whole tensor first, over the last dim it does not."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1), -1
+    return x, 1
+
+
+class _OhemNLL(torch.autograd.Function):
+    """OHEM NLL in one pass over the logits and a closed-form backward, ``coef * (p - onehot)``.
+
+    The same loss and gradient as ``log_softmax`` + ``gather`` + mask through autograd, at about
+    half the time: at full resolution (8 x 11 x 352 x 480 logits per head, three heads) the
+    loss was a third of a CPU training step. Only the softmax is kept for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, valid, thresh: float, min_kept: int, class_weight):
+        z, dim = _classes_last(logits)
+        p = torch.softmax(z, dim=dim)
+        safe = torch.where(valid, target, 0).unsqueeze(dim)
+        pt = p.gather(dim, safe).squeeze(dim)  # probability of the true class
+        nll = -torch.log(pt)
+        tiny = pt < 1e-30  # underflowed probability: the exact value from the logits
+        if bool(tiny.any()):
+            zt = z.gather(dim, safe).squeeze(dim)
+            nll = torch.where(tiny, torch.logsumexp(z, dim) - zt, nll)
+        num_valid = int(valid.sum())
         keep = valid
         if 0 < min_kept <= num_valid:
-            prob = torch.exp(-nll.detach())[valid]
-            kth = torch.kthvalue(prob, min(min_kept, prob.numel())).values
-            threshold = torch.maximum(kth, torch.tensor(self.thresh, device=kth.device))
-            keep = valid & (torch.exp(-nll.detach()) <= threshold)
+            ranked = torch.where(valid, pt, 2.0).reshape(-1)  # ignored pixels rank last
+            kth = torch.kthvalue(ranked, min_kept).values
+            keep = valid & (pt <= torch.clamp_min(kth, thresh))
         elif min_kept <= 0:
-            keep = valid & (torch.exp(-nll.detach()) <= self.thresh)
-        n = keep.sum()
-        if int(n) == 0:
-            return _zero_loss(logits)
-        if self.class_weight is not None:
-            w = self.class_weight.to(nll.device, nll.dtype)[safe] * keep
-            return (nll * w).sum() / w.sum().clamp_min(1e-12)
-        return (nll * keep).sum() / n
+            keep = valid & (pt <= thresh)
+        coef = keep.to(nll.dtype)
+        if class_weight is not None:
+            coef = coef * class_weight.to(nll.device, nll.dtype)[safe.squeeze(dim)]
+        coef = coef / coef.sum().clamp_min(1e-12)  # nothing kept: coef 0, loss 0, gradient 0
+        ctx.dim = dim
+        ctx.save_for_backward(p, safe, coef)
+        return (nll * coef).sum()  # NaN logits give a NaN loss: divergence is not hidden
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        p, safe, coef = ctx.saved_tensors
+        c = (coef * grad_out).unsqueeze(ctx.dim)
+        grad = p * c
+        grad.scatter_add_(ctx.dim, safe, -c)
+        if ctx.dim == -1:
+            grad = grad.permute(0, 3, 1, 2)
+        return grad, None, None, None, None, None
 
 
 def kd_loss(

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from fasterseg.bench import tuning
 from fasterseg.config.core import to_dict
 from fasterseg.config.train import TrainRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
@@ -121,6 +122,7 @@ def train(
     info = D.init_from_env(device)
     device = info.device
     _check_amp(tc.amp, device)
+    malloc_tuned = device.type == "cpu" and tuning.tune_malloc()
     amp = resolve_amp(tc.amp, device)
     if tc.amp == "auto":
         logger.info("train.amp=auto -> %s on this %s", amp, device.type)
@@ -203,7 +205,8 @@ def train(
                 rundir.write_config(run_dir, config_dict)
                 (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a new run: no old records
             rundir.write_env(run_dir, device, {"world_size": info.world_size,
-                                               "deterministic": tc.deterministic})
+                                               "deterministic": tc.deterministic,
+                                               "malloc_tuned": malloc_tuned})
             if resume:
                 records = rundir.truncate_metrics(run_dir, step)
                 records = rundir.ensure_epoch_record(run_dir, last_record, records)

@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 
+from fasterseg.bench import tuning
 from fasterseg.config.core import to_dict
 from fasterseg.config.search import SearchRunConfig
 from fasterseg.engine import checkpoint as ckpt_io
@@ -100,6 +101,8 @@ def search(
     used by tests to simulate a killed run.
     """
     info = D.init_from_env(device)
+    if info.device.type == "cpu":
+        tuning.tune_malloc()  # freed activations stay in the heap: no page faults every step
     try:
         tensorboard.start(run_dir, cfg.search.tensorboard and info.is_main)
         run = _SearchRun(cfg, Path(run_dir), info, stage=stage, resume=resume, lut=lut,
