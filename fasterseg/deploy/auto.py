@@ -15,6 +15,7 @@ the same path (calibrating again for int8), e.g. for ``predict --deploy CHOICE.j
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import math
@@ -469,11 +470,74 @@ def build_from_choice(
             n_tune = 0  # the measured fp32 fallback layers are reused: no search, no tune images
         else:
             keep = None
+        cached = _cached_int8(name, model, choice, size, keep)
+        if cached is not None:
+            return cached
         imgs, _ = _images(cal["spec"], size, n + n_tune, cal["split"])
         calib, tune = imgs[:n], (imgs[n:] or None)
-    return paths.build_candidate(name, model, size, threads=choice["threads"], calib=calib,
+    pred = paths.build_candidate(name, model, size, threads=choice["threads"], calib=calib,
                                  check=tune, device=dev, min_agreement=choice["min_agreement"],
                                  keep_fp32=keep)
+    if name == "openvino-int8":
+        _store_int8(pred, model, choice, size, keep)
+    return pred
+
+
+def int8_cache_path(model: nn.Module, choice: dict[str, Any], size: Sequence[int],
+                    keep: Sequence[str] | None) -> Path:
+    """Where the calibrated OpenVINO int8 IR of this model, choice and size is kept.
+
+    Calibrating is the slow part of rebuilding a choice (minutes at 1024x2048); the key covers
+    everything the result depends on: the weights, the size, the calibration data and split,
+    the fp32 layers, the agreement floor and the OpenVINO/NNCF versions."""
+    from fasterseg.deploy.openvino import nncf_version, openvino_version
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    key = {"weights": h.hexdigest(), "size": [int(v) for v in size],
+           "calibration": choice.get("calibration"), "fp32_nodes": list(keep or []) or None,
+           "min_agreement": choice.get("min_agreement"),
+           "versions": [openvino_version(), nncf_version()]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return cache_dir() / "int8" / f"openvino-int8-{digest[:24]}.xml"
+
+
+def _cached_int8(name: str, model: nn.Module, choice: dict[str, Any], size: Sequence[int],
+                 keep: Sequence[str] | None) -> Predictor | None:
+    if name != "openvino-int8":
+        return None
+    path = int8_cache_path(model, choice, size, keep)
+    info_file = path.with_suffix(".json")
+    if not (path.is_file() and path.with_suffix(".bin").is_file() and info_file.is_file()):
+        return None
+    from fasterseg.deploy.openvino import load_ir
+
+    try:
+        info = json.loads(info_file.read_text())
+        pred = load_ir(path, "int8", size, choice["threads"], {**info, "cached_ir": str(path)})
+    except (UserError, OSError, ValueError) as e:
+        logger.warning("ignoring the cached int8 model (%s); calibrating again", e)
+        return None
+    logger.info("openvino-int8: calibrated model reused from %s", path)
+    return pred
+
+
+def _store_int8(pred: Predictor, model: nn.Module, choice: dict[str, Any],
+                size: Sequence[int], keep: Sequence[str] | None) -> None:
+    """Keep the calibrated IR for the next start; a cache that cannot be written costs only
+    time, so it is a warning."""
+    from fasterseg.utils.io import write_json
+
+    path = int8_cache_path(model, choice, size, keep)
+    try:
+        pred.save(path)
+        write_json(path.with_suffix(".json"), _jsonable(getattr(pred, "info", {})))
+    except (UserError, OSError) as e:
+        logger.warning("could not keep the calibrated int8 model in %s: %s", path.parent, e)
 
 
 def format_table(choice: dict[str, Any]) -> list[str]:

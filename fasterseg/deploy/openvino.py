@@ -289,6 +289,19 @@ class OpenVINOPredictor:
         return save_ir(self.model, path, self.dtype)
 
 
+def load_ir(path: str | Path, dtype: str, size: Sequence[int], threads: int | None,
+            info: dict[str, Any] | None = None) -> OpenVINOPredictor:
+    """An IR written by ``save_ir`` compiled as a predictor (no conversion, no calibration)."""
+    ov = _import_openvino()
+    try:
+        ov_model = ov.Core().read_model(str(Path(path).with_suffix(".xml")))
+    except Exception as e:  # a truncated or foreign file: the caller rebuilds
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read OpenVINO IR {path}: {first}") from None
+    return OpenVINOPredictor(ov_model, _check_dtype(dtype), _check_size(size), threads,
+                             dict(info or {}))
+
+
 def _type_name(t: Any) -> str:
     """``openvino.Type.f32`` -> ``f32`` (what the CPU plugin reports as inference precision)."""
     return str(t.get_type_name()) if hasattr(t, "get_type_name") else str(t)

@@ -304,3 +304,36 @@ def test_int8_fallback_is_tuned_above_the_verdict_floor(model, monkeypatch):
     auto.choose(model, SIZE, threads=1, min_agreement=0.995, candidates=["int8"], **FAST)
     assert seen["int8"] > 0.995
     assert seen["int8"] == pytest.approx(0.995 + auto.TUNE_MARGIN)
+
+
+def test_openvino_int8_choice_is_calibrated_once_then_reused(model, tmp_path, monkeypatch):
+    """Rebuilding an OpenVINO int8 choice (every `predict --deploy`) reads the calibrated IR kept
+    in the cache instead of calibrating again (minutes at full resolution); other weights or
+    another size calibrate anew."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    monkeypatch.setenv("FASTERSEG_CACHE", str(tmp_path / "cache"))
+    _, choice = _valid_choice(model, tmp_path)
+    row = {"name": "openvino-int8", "backend": "openvino", "dtype": "int8", "latency_ms": 1.0,
+           "agreement": 0.999, "rejected": None, "info": {"fp32_nodes": []}}
+    choice = auto.validate_choice({
+        **choice, "chosen": {**choice["chosen"], "name": "openvino-int8"},
+        "calibration": {"spec": None, "split": "train", "images": 1, "tune_images": 0},
+        "candidates": [*choice["candidates"], row]})
+    first = auto.build_from_choice(model, choice)
+    path = auto.int8_cache_path(model, choice, SIZE, [])
+    assert path.is_file() and path.with_suffix(".bin").is_file()
+
+    monkeypatch.setattr(paths, "build_candidate",
+                        lambda *a, **k: pytest.fail("calibrated again despite the cache"))
+    again = auto.build_from_choice(model, choice)
+    x = torch.randn(1, 3, *SIZE)
+    assert torch.equal(first(x).argmax(1), again(x).argmax(1))
+    assert again.info.get("cached_ir") == str(path)
+
+    from fasterseg.models import create_model
+
+    torch.manual_seed(1)
+    retrained = create_model("fasterseg_student", num_classes=5).eval()
+    assert auto.int8_cache_path(retrained, choice, SIZE, []) != path
+    assert auto.int8_cache_path(model, choice, (32, 64), []) != path
