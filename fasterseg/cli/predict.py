@@ -272,7 +272,7 @@ def _segmenter(args, model, device, info, sizes=(), threads: int = 1):
 
         def build(size):
             if k > 1 and chosen.get("backend") == "openvino":  # one model, k streams of `per`
-                return build_from_choice(model, {**built, "threads": per * k}, size).overlap(k)
+                return build_from_choice(model, {**built, "threads": per * k}, size, streams=k)
             return build_from_choice(model, built, size)
 
         return (Segmenter(build, device, workers=k), chosen["name"], note, per, total)

@@ -441,11 +441,13 @@ def machine_mismatch(choice: dict[str, Any], device: str | torch.device | None =
 
 
 def build_from_choice(
-    model: nn.Module, choice: dict[str, Any], size: Sequence[int] | None = None
+    model: nn.Module, choice: dict[str, Any], size: Sequence[int] | None = None,
+    streams: int = 1,
 ) -> Predictor:
     """Rebuild the chosen path of ``choice`` for ``model`` (int8: calibrated again on the
-    recorded calibration data). ``size`` defaults to the measured one; another size works but
-    the choice may not be the fastest there (logged)."""
+    recorded calibration data, OpenVINO int8 once per cache). ``size`` defaults to the measured
+    one; another size works but the choice may not be the fastest there (logged). ``streams``:
+    OpenVINO paths are compiled for that many overlapping calls."""
     choice = validate_choice(choice)
     size = tuple(int(v) for v in (size or choice["size"]))
     why = machine_mismatch(choice, size=size)
@@ -470,14 +472,14 @@ def build_from_choice(
             n_tune = 0  # the measured fp32 fallback layers are reused: no search, no tune images
         else:
             keep = None
-        cached = _cached_int8(name, model, choice, size, keep)
+        cached = _cached_int8(name, model, choice, size, keep, streams)
         if cached is not None:
             return cached
         imgs, _ = _images(cal["spec"], size, n + n_tune, cal["split"])
         calib, tune = imgs[:n], (imgs[n:] or None)
     pred = paths.build_candidate(name, model, size, threads=choice["threads"], calib=calib,
                                  check=tune, device=dev, min_agreement=choice["min_agreement"],
-                                 keep_fp32=keep)
+                                 keep_fp32=keep, streams=streams)
     if name == "openvino-int8":
         _store_int8(pred, model, choice, size, keep)
     return pred
@@ -507,7 +509,7 @@ def int8_cache_path(model: nn.Module, choice: dict[str, Any], size: Sequence[int
 
 
 def _cached_int8(name: str, model: nn.Module, choice: dict[str, Any], size: Sequence[int],
-                 keep: Sequence[str] | None) -> Predictor | None:
+                 keep: Sequence[str] | None, streams: int = 1) -> Predictor | None:
     if name != "openvino-int8":
         return None
     path = int8_cache_path(model, choice, size, keep)
@@ -518,7 +520,8 @@ def _cached_int8(name: str, model: nn.Module, choice: dict[str, Any], size: Sequ
 
     try:
         info = json.loads(info_file.read_text())
-        pred = load_ir(path, "int8", size, choice["threads"], {**info, "cached_ir": str(path)})
+        pred = load_ir(path, "int8", size, choice["threads"], {**info, "cached_ir": str(path)},
+                       streams)
     except (UserError, OSError, ValueError) as e:
         logger.warning("ignoring the cached int8 model (%s); calibrating again", e)
         return None

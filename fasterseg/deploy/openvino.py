@@ -209,7 +209,7 @@ class OpenVINOPredictor:
     backend = "openvino"
 
     def __init__(self, ov_model: Any, dtype: str, size: tuple[int, int], threads: int | None,
-                 info: dict[str, Any]) -> None:
+                 info: dict[str, Any], streams: int = 1) -> None:
         ov = _import_openvino()
         self.name = f"openvino-{dtype}"
         self.dtype = dtype
@@ -218,7 +218,7 @@ class OpenVINOPredictor:
         self._core = ov.Core()
         self._threads = threads
         self.streams = 1
-        self._compile(1)
+        self._compile(max(1, int(streams)))  # compiled once, for as many calls as will overlap
         ran = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         core = self._core
         self.info = {
@@ -230,9 +230,11 @@ class OpenVINOPredictor:
             "requested_precision": _PRECISION[dtype],
             "inference_precision": ran,
             "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
-            "performance_hint": "LATENCY",
+            "performance_hint": "LATENCY" if self.streams == 1 else "none (streams)",
             **info,
         }
+        if self.streams > 1:
+            self.info["streams"] = int(self.compiled.get_property("NUM_STREAMS"))
         if dtype == "bf16" and ran != "bf16":
             self.info["note"] = (f"this CPU has no native bf16: OpenVINO ignored the bf16 hint "
                                  f"and runs {ran}")
@@ -290,7 +292,7 @@ class OpenVINOPredictor:
 
 
 def load_ir(path: str | Path, dtype: str, size: Sequence[int], threads: int | None,
-            info: dict[str, Any] | None = None) -> OpenVINOPredictor:
+            info: dict[str, Any] | None = None, streams: int = 1) -> OpenVINOPredictor:
     """An IR written by ``save_ir`` compiled as a predictor (no conversion, no calibration)."""
     ov = _import_openvino()
     try:
@@ -299,7 +301,7 @@ def load_ir(path: str | Path, dtype: str, size: Sequence[int], threads: int | No
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot read OpenVINO IR {path}: {first}") from None
     return OpenVINOPredictor(ov_model, _check_dtype(dtype), _check_size(size), threads,
-                             dict(info or {}))
+                             dict(info or {}), streams)
 
 
 def _type_name(t: Any) -> str:
@@ -454,6 +456,7 @@ def compile_openvino(
     min_agreement: float | None = None,
     keep_fp32: Sequence[str] | None = None,
     max_fallback: int = 8,
+    streams: int = 1,
 ) -> OpenVINOPredictor:
     """``model`` (fp32, eval; left untouched) as an OpenVINO CPU ``Predictor`` at ``size``.
 
@@ -467,6 +470,7 @@ def compile_openvino(
     ``calib``, optimistic, said so in ``info``), at most ``max_fallback`` steps; ``keep_fp32``
     (``convN`` ids, e.g. a previous ``info["fp32_nodes"]``) keeps those convolutions in fp32 and
     skips the search. Neither given: every convolution in int8, no agreement measured.
+    ``streams``: compiled for that many overlapping calls (see ``overlap``).
     """
     if dtype == "int8" and (min_agreement is not None or keep_fp32 is not None):
         if nncf_version() is None:
@@ -474,11 +478,12 @@ def compile_openvino(
             raise UserError(f"OpenVINO int8 needs NNCF, which is not installed: {INSTALL}")
         if not calib:
             raise UserError("OpenVINO int8 needs calibration images (none were given)")
-        return _int8_with_fallback(model, _check_size(size), calib, threads=threads,
+        pred = _int8_with_fallback(model, _check_size(size), calib, threads=threads,
                                    check=check, min_agreement=min_agreement,
                                    keep_fp32=keep_fp32, max_fallback=int(max_fallback))
+        return pred.overlap(streams) if streams > 1 else pred
     ov_model, info = _prepare(model, size, dtype, calib)
-    return OpenVINOPredictor(ov_model, dtype, _check_size(size), threads, info)
+    return OpenVINOPredictor(ov_model, dtype, _check_size(size), threads, info, streams)
 
 
 def export_ir(

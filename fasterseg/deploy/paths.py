@@ -267,6 +267,7 @@ def build_candidate(
     device: str | torch.device = "cpu",
     min_agreement: float = 0.995,
     keep_fp32: Sequence[str] | None = None,
+    streams: int = 1,
 ) -> Predictor:
     """Prepare candidate ``name`` of ``model`` (fp32, eval; left untouched) at ``size``.
 
@@ -274,8 +275,9 @@ def build_candidate(
     scenes, with a warning). ``check``: images the int8 path may tune its fp32 fallback layers on
     (from the calibration split, never the held-out images agreement is measured on), up to
     ``min_agreement``. ``keep_fp32``: int8 paths only, the layers to keep in fp32 (a saved
-    choice's ``info["fp32_nodes"]``), which skips the fallback search. Unavailable candidates
-    and unknown names are a one-line ``UserError``.
+    choice's ``info["fp32_nodes"]``), which skips the fallback search. ``streams``: OpenVINO
+    paths only, compiled for that many overlapping calls. Unavailable candidates and unknown
+    names are a one-line ``UserError``.
     """
     dev = torch.device(device)
     why = unavailable_reason(name, dev)
@@ -305,7 +307,8 @@ def build_candidate(
 
     dtype = name.split("-", 1)[1]
     if dtype != "int8":
-        return compile_openvino(model, size, dtype, threads=threads)
+        return compile_openvino(model, size, dtype, threads=threads, streams=streams)
     return compile_openvino(model, size, dtype, threads=threads, calib=calib, check=check,
                             min_agreement=min_agreement,
-                            keep_fp32=None if keep_fp32 is None else list(keep_fp32))
+                            keep_fp32=None if keep_fp32 is None else list(keep_fp32),
+                            streams=streams)

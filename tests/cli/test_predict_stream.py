@@ -328,19 +328,25 @@ def test_predict_deploy_openvino_honours_workers(ckpt, photos, tmp_path, capsys,
     """An OpenVINO choice runs ``--workers 2``: one model compiled for two streams sharing the
     threads, two frames at once, the same labels as one worker (it used to run one at a time)."""
     pytest.importorskip("openvino")
-    from fasterseg.deploy.openvino import compile_openvino
+    from fasterseg.deploy.openvino import OpenVINOPredictor, compile_openvino
 
     built = []
 
-    def build_from_choice(model, choice, size):
-        pred = compile_openvino(model, size, "fp32", threads=choice["threads"])
+    def build_from_choice(model, choice, size, streams=1):
+        pred = compile_openvino(model, size, "fp32", threads=choice["threads"], streams=streams)
         built.append(pred)
         return pred
+
+    compiles = []
+    real_compile = OpenVINOPredictor._compile
+    monkeypatch.setattr(OpenVINOPredictor, "_compile",
+                        lambda self, n: compiles.append(n) or real_compile(self, n))
 
     choice = _fake_choice(monkeypatch, tmp_path, "openvino-fp32", "openvino", build_from_choice)
     labels = {}
     for k in (1, 2):
         built.clear()
+        compiles.clear()
         assert main(["predict", str(ckpt), str(photos), "-o", str(tmp_path / f"w{k}"),
                      "--deploy", str(choice), "--workers", str(k), "--json"]) == 0
         out = capsys.readouterr().out
@@ -348,6 +354,7 @@ def test_predict_deploy_openvino_honours_workers(ckpt, photos, tmp_path, capsys,
         assert (res["workers"], res["threads"], res["threads_per_call"]) == (k, 2, 2 // k)
         assert "runs one frame at a time" not in out
         assert [(p.streams, p.info["threads"]) for p in built] == [(k, 2)] * 2  # 2 padded sizes
+        assert compiles == [k, k]  # each size compiled once, for its streams
         labels[k] = {n: np.asarray(Image.open(tmp_path / f"w{k}" / "labels" / n))
                      for n in _pngs(tmp_path / f"w{k}" / "labels")}
     assert len(labels[1]) == 5 and labels[1].keys() == labels[2].keys()
