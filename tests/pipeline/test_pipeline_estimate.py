@@ -70,3 +70,17 @@ def test_detail_channels_reach_derive_and_are_validated(tmp_path):
     assert derive.argv[i + 1] == "16"
     with pytest.raises(UserError, match="search.detail_channels"):
         _camvid_cpu(tmp_path, "search.detail_channels=-3").validate()
+
+
+def test_long_preset_doubles_every_student_budget_and_keeps_the_teacher(tmp_path, probes):
+    """camvid_cpu_long inherits camvid_cpu (_base_) and trains the students for 1000 steps."""
+    data = load_yaml(resolve_preset("camvid_cpu_long", "pipeline"))
+    apply_overrides(data, [f"out={tmp_path}"])
+    cfg = from_dict(PipelineConfig, data)
+    cfg.validate()
+    assert cfg.search.detail_channels == 16 and cfg.cross_sequence.holdout == ["0006R0"]
+    est, _ = estimate.estimate_pipeline(cfg, build_stages(cfg, tmp_path))
+    student = 1000 * 8 * STEP_S["fasterseg_student"]
+    for name in ("student", "baseline", "xseq_student", "xseq_baseline"):
+        assert est[name] == pytest.approx(student), name
+    assert est["teacher"] == pytest.approx(500 * 8 * STEP_S["fasterseg_teacher"])
