@@ -86,6 +86,30 @@ def _images(spec: str | None, size: tuple[int, int], n: int, split: str) -> tupl
     return calibration_images(spec, size, n, split=split)
 
 
+def _check_count(spec: str | None, split: str, requested: int) -> int:
+    """The held-out images to measure agreement on: at most what ``split`` holds (a small
+    split is measured whole, with a warning, rather than refused)."""
+    from fasterseg.deploy.calibration import available_images
+
+    have = available_images(spec, split) if spec else None
+    if have is not None and 0 < have < requested:
+        logger.warning("agreement measured on all %d %s images (%d requested)", have, split,
+                       requested)
+        return have
+    return requested
+
+
+def _tune_images(spec: str | None, split: str, calibration: int, check: int) -> int:
+    """Extra calibration-split images for the fp32 fallback search: up to ``TUNE_IMAGES``, never
+    more than the split holds beyond the calibration images (a small split: none, and the
+    search measures on the calibration images, which the result says)."""
+    from fasterseg.deploy.calibration import available_images
+
+    n = min(TUNE_IMAGES, check)
+    have = available_images(spec, split)
+    return n if have is None else max(0, min(n, have - calibration))
+
+
 def pixel_agreement(pred: Predictor, check: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]
                ) -> float:
     """Share of pixels over ``check`` whose argmax equals the reference classes ``ref``."""
@@ -174,6 +198,7 @@ def choose_and_build(
         tuned = bool(tuning.tune_malloc())
 
     # Held-out images (and calibration images when a candidate needs them).
+    check_images = _check_count(calib_spec, check_split, check_images)
     check, check_info = _images(calib_spec or "synthetic", size, check_images, check_split)
     if calib_spec is None:
         logger.warning("no calibration data given: agreement is measured on generated street "
@@ -182,11 +207,11 @@ def choose_and_build(
     calib_info: dict[str, Any] = {"split": calibration_split, "images": 0}
     if any(n in paths.NEEDS_CALIBRATION and paths.unavailable_reason(n, dev) is None
            for n in names):
-        n_tune = min(TUNE_IMAGES, check_images)
+        n_tune = _tune_images(calib_spec, calibration_split, calibration_images, check_images)
         imgs, calib_info = _images(calib_spec, size, calibration_images + n_tune,
                                    calibration_split)
-        calib, tune = imgs[:calibration_images], imgs[calibration_images:]
-        calib_info = {**calib_info, "images": len(calib), "tune_images": len(tune)}
+        calib, tune = imgs[:calibration_images], (imgs[calibration_images:] or None)
+        calib_info = {**calib_info, "images": len(calib), "tune_images": len(tune or [])}
 
     rows: list[dict[str, Any]] = []
     built: dict[str, Predictor] = {}
@@ -294,16 +319,17 @@ def build_checked(
     calib = tune = None
     info: dict[str, Any] = {"path": paths.check_name(name)}
     if name in paths.NEEDS_CALIBRATION:
-        n_tune = min(TUNE_IMAGES, check_images)
+        n_tune = _tune_images(calib_spec, calibration_split, calibration_images, check_images)
         imgs, cinfo = _images(calib_spec, size, calibration_images + n_tune, calibration_split)
-        calib, tune = imgs[:calibration_images], imgs[calibration_images:]
+        calib, tune = imgs[:calibration_images], (imgs[calibration_images:] or None)
         info.update(calibration={**cinfo, "spec": calib_spec, "images": len(calib),
-                                 "tune_images": len(tune)},
+                                 "tune_images": len(tune or [])},
                     calibration_images=len(calib))
     t0 = time.perf_counter()
     pred = paths.build_candidate(name, model, size, threads=threads, calib=calib, check=tune,
                                  device=device, min_agreement=_tune_floor(min_agreement))
     info["prepare_s"] = time.perf_counter() - t0
+    check_images = _check_count(calib_spec, check_split, check_images)
     check, kinfo = _images(calib_spec or "synthetic", size, check_images, check_split)
     with torch.inference_mode():
         ref = [model(x).argmax(1).to(torch.uint8) for x in check]  # fp32 eager, CPU

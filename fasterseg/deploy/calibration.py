@@ -86,6 +86,12 @@ def _files(preset: str, root: str, split: str) -> list:
     return [p for _, p in sorted(disc.images.items())]
 
 
+def available_images(spec: str | None, split: str = "train") -> int | None:
+    """How many real images ``split`` of ``spec`` holds (None: generated, unlimited)."""
+    preset, root = ("synthetic", "") if spec is None else parse_calibration_spec(spec)
+    return None if preset == "synthetic" else len(_files(preset, root, split))
+
+
 def calibration_images(
     spec: str | None,
     size: tuple[int, int],

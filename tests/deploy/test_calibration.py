@@ -117,3 +117,18 @@ def test_fit_to_size_covers_then_centre_crops():
     assert out.shape == (20, 20, 3)
     assert out[:, 8:12].min() > 200 and out[:, :3].max() < 50 and out[:, -3:].max() < 50
     assert fit_to_size(im, (10, 40)) is im or np.array_equal(fit_to_size(im, (10, 40)), im)
+
+
+def test_small_split_gives_the_fallback_search_only_what_is_left(camvid_root):
+    """`export --calibration-images 4` on a split of 4 images: the extra images the fp32
+    fallback search would tune on shrink to what the split holds beyond them (it used to ask for
+    4 + 4 and fail)."""
+    from fasterseg.deploy.auto import TUNE_IMAGES, _tune_images
+    from fasterseg.deploy.calibration import available_images
+
+    spec = f"camvid:{camvid_root}"
+    assert available_images(spec, "train") == 4 and available_images(None) is None
+    assert _tune_images(spec, "train", 4, 4) == 0
+    assert _tune_images(spec, "train", 2, 4) == 2
+    assert _tune_images(spec, "train", 1, 2) == 2  # never more than the check images
+    assert _tune_images(None, "train", 8, 16) == TUNE_IMAGES  # generated: unlimited
