@@ -15,7 +15,6 @@ the same path (calibrating again for int8), e.g. for ``predict --deploy CHOICE.j
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import math
@@ -28,7 +27,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from fasterseg.deploy import paths
+from fasterseg.deploy import int8_cache, paths
+from fasterseg.deploy.calibration import check_image_count, tune_image_count
 from fasterseg.deploy.predictor import Predictor
 from fasterseg.errors import UserError
 from fasterseg.utils.io import cache_dir
@@ -84,30 +84,6 @@ def _images(spec: str | None, size: tuple[int, int], n: int, split: str) -> tupl
     from fasterseg.deploy.calibration import calibration_images
 
     return calibration_images(spec, size, n, split=split)
-
-
-def _check_count(spec: str | None, split: str, requested: int) -> int:
-    """The held-out images to measure agreement on: at most what ``split`` holds (a small
-    split is measured whole, with a warning, rather than refused)."""
-    from fasterseg.deploy.calibration import available_images
-
-    have = available_images(spec, split) if spec else None
-    if have is not None and 0 < have < requested:
-        logger.warning("agreement measured on all %d %s images (%d requested)", have, split,
-                       requested)
-        return have
-    return requested
-
-
-def _tune_images(spec: str | None, split: str, calibration: int, check: int) -> int:
-    """Extra calibration-split images for the fp32 fallback search: up to ``TUNE_IMAGES``, never
-    more than the split holds beyond the calibration images (a small split: none, and the
-    search measures on the calibration images, which the result says)."""
-    from fasterseg.deploy.calibration import available_images
-
-    n = min(TUNE_IMAGES, check)
-    have = available_images(spec, split)
-    return n if have is None else max(0, min(n, have - calibration))
 
 
 def pixel_agreement(pred: Predictor, check: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]
@@ -198,7 +174,7 @@ def choose_and_build(
         tuned = bool(tuning.tune_malloc())
 
     # Held-out images (and calibration images when a candidate needs them).
-    check_images = _check_count(calib_spec, check_split, check_images)
+    check_images = check_image_count(calib_spec, check_split, check_images)
     check, check_info = _images(calib_spec or "synthetic", size, check_images, check_split)
     if calib_spec is None:
         logger.warning("no calibration data given: agreement is measured on generated street "
@@ -207,7 +183,8 @@ def choose_and_build(
     calib_info: dict[str, Any] = {"split": calibration_split, "images": 0}
     if any(n in paths.NEEDS_CALIBRATION and paths.unavailable_reason(n, dev) is None
            for n in names):
-        n_tune = _tune_images(calib_spec, calibration_split, calibration_images, check_images)
+        n_tune = tune_image_count(calib_spec, calibration_split, calibration_images,
+                                  min(TUNE_IMAGES, check_images))
         imgs, calib_info = _images(calib_spec, size, calibration_images + n_tune,
                                    calibration_split)
         calib, tune = imgs[:calibration_images], (imgs[calibration_images:] or None)
@@ -319,7 +296,8 @@ def build_checked(
     calib = tune = None
     info: dict[str, Any] = {"path": paths.check_name(name)}
     if name in paths.NEEDS_CALIBRATION:
-        n_tune = _tune_images(calib_spec, calibration_split, calibration_images, check_images)
+        n_tune = tune_image_count(calib_spec, calibration_split, calibration_images,
+                                  min(TUNE_IMAGES, check_images))
         imgs, cinfo = _images(calib_spec, size, calibration_images + n_tune, calibration_split)
         calib, tune = imgs[:calibration_images], (imgs[calibration_images:] or None)
         info.update(calibration={**cinfo, "spec": calib_spec, "images": len(calib),
@@ -329,7 +307,7 @@ def build_checked(
     pred = paths.build_candidate(name, model, size, threads=threads, calib=calib, check=tune,
                                  device=device, min_agreement=_tune_floor(min_agreement))
     info["prepare_s"] = time.perf_counter() - t0
-    check_images = _check_count(calib_spec, check_split, check_images)
+    check_images = check_image_count(calib_spec, check_split, check_images)
     check, kinfo = _images(calib_spec or "synthetic", size, check_images, check_split)
     with torch.inference_mode():
         ref = [model(x).argmax(1).to(torch.uint8) for x in check]  # fp32 eager, CPU
@@ -498,7 +476,7 @@ def build_from_choice(
             n_tune = 0  # the measured fp32 fallback layers are reused: no search, no tune images
         else:
             keep = None
-        cached = _cached_int8(name, model, choice, size, keep, streams)
+        cached = int8_cache.load(name, model, choice, size, keep, streams)
         if cached is not None:
             return cached
         imgs, _ = _images(cal["spec"], size, n + n_tune, cal["split"])
@@ -507,66 +485,8 @@ def build_from_choice(
                                  check=tune, device=dev, min_agreement=choice["min_agreement"],
                                  keep_fp32=keep, streams=streams)
     if name == "openvino-int8":
-        _store_int8(pred, model, choice, size, keep)
+        int8_cache.store(pred, model, choice, size, keep)
     return pred
-
-
-def int8_cache_path(model: nn.Module, choice: dict[str, Any], size: Sequence[int],
-                    keep: Sequence[str] | None) -> Path:
-    """Where the calibrated OpenVINO int8 IR of this model, choice and size is kept.
-
-    Calibrating is the slow part of rebuilding a choice (minutes at 1024x2048); the key covers
-    everything the result depends on: the weights, the size, the calibration data and split,
-    the fp32 layers, the agreement floor and the OpenVINO/NNCF versions."""
-    from fasterseg.deploy.openvino import nncf_version, openvino_version
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        t = v.detach().to("cpu").contiguous().reshape(-1)
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    key = {"weights": h.hexdigest(), "size": [int(v) for v in size],
-           "calibration": choice.get("calibration"), "fp32_nodes": list(keep or []) or None,
-           "min_agreement": choice.get("min_agreement"),
-           "versions": [openvino_version(), nncf_version()]}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return cache_dir() / "int8" / f"openvino-int8-{digest[:24]}.xml"
-
-
-def _cached_int8(name: str, model: nn.Module, choice: dict[str, Any], size: Sequence[int],
-                 keep: Sequence[str] | None, streams: int = 1) -> Predictor | None:
-    if name != "openvino-int8":
-        return None
-    path = int8_cache_path(model, choice, size, keep)
-    info_file = path.with_suffix(".json")
-    if not (path.is_file() and path.with_suffix(".bin").is_file() and info_file.is_file()):
-        return None
-    from fasterseg.deploy.openvino import load_ir
-
-    try:
-        info = json.loads(info_file.read_text())
-        pred = load_ir(path, "int8", size, choice["threads"], {**info, "cached_ir": str(path)},
-                       streams)
-    except (UserError, OSError, ValueError) as e:
-        logger.warning("ignoring the cached int8 model (%s); calibrating again", e)
-        return None
-    logger.info("openvino-int8: calibrated model reused from %s", path)
-    return pred
-
-
-def _store_int8(pred: Predictor, model: nn.Module, choice: dict[str, Any],
-                size: Sequence[int], keep: Sequence[str] | None) -> None:
-    """Keep the calibrated IR for the next start; a cache that cannot be written costs only
-    time, so it is a warning."""
-    from fasterseg.utils.io import write_json
-
-    path = int8_cache_path(model, choice, size, keep)
-    try:
-        pred.save(path)
-        write_json(path.with_suffix(".json"), _jsonable(getattr(pred, "info", {})))
-    except (UserError, OSError) as e:
-        logger.warning("could not keep the calibrated int8 model in %s: %s", path.parent, e)
 
 
 def format_table(choice: dict[str, Any]) -> list[str]:

@@ -92,6 +92,25 @@ def available_images(spec: str | None, split: str = "train") -> int | None:
     return None if preset == "synthetic" else len(_files(preset, root, split))
 
 
+def check_image_count(spec: str | None, split: str, requested: int) -> int:
+    """The held-out images to measure agreement on: at most what ``split`` holds (a small
+    split is measured whole, with a warning, rather than refused)."""
+    have = available_images(spec, split)
+    if have is not None and 0 < have < requested:
+        logger.warning("agreement measured on all %d %s images (%d requested)", have, split,
+                       requested)
+        return have
+    return requested
+
+
+def tune_image_count(spec: str | None, split: str, calibration: int, wanted: int) -> int:
+    """Extra calibration-split images for the int8 fp32-fallback search: ``wanted``, never more
+    than the split holds beyond the ``calibration`` images (a small split: none, and the search
+    measures on the calibration images, which the result says)."""
+    have = available_images(spec, split)
+    return wanted if have is None else max(0, min(wanted, have - calibration))
+
+
 def calibration_images(
     spec: str | None,
     size: tuple[int, int],

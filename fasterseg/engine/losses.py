@@ -51,10 +51,11 @@ class OhemCrossEntropy:
         b, c, h, w = logits.shape
         target = labels.long()
         valid = (target != self.ignore_index) & (target >= 0) & (target < c)
-        if not bool(valid.any()):
+        num_valid = int(valid.sum())
+        if num_valid == 0:
             return _zero_loss(logits)
         min_kept = int(self.min_kept_ratio * b * h * w)
-        return _OhemNLL.apply(logits.float(), target, valid, self.thresh, min_kept,
+        return _OhemNLL.apply(logits.float(), target, valid, num_valid, self.thresh, min_kept,
                               self.class_weight)
 
 
@@ -100,7 +101,8 @@ class _OhemNLL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, target, valid, thresh: float, min_kept: int, class_weight):
+    def forward(ctx, logits, target, valid, num_valid: int, thresh: float, min_kept: int,
+                class_weight):
         z, dim = _classes_last(logits)
         p = torch.softmax(z, dim=dim)
         safe = torch.where(valid, target, 0).unsqueeze(dim)
@@ -110,7 +112,6 @@ class _OhemNLL(torch.autograd.Function):
         if bool(tiny.any()):
             zt = z.gather(dim, safe).squeeze(dim)
             nll = torch.where(tiny, torch.logsumexp(z, dim) - zt, nll)
-        num_valid = int(valid.sum())
         keep = valid
         if 0 < min_kept <= num_valid:
             ranked = torch.where(valid, pt, 2.0).reshape(-1)  # ignored pixels rank last
@@ -134,7 +135,7 @@ class _OhemNLL(torch.autograd.Function):
         grad.scatter_add_(ctx.dim, safe, -c)
         if ctx.dim == -1:
             grad = grad.permute(0, 3, 1, 2)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def kd_loss(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fasterseg.cli.main import main
-from fasterseg.deploy import auto, paths
+from fasterseg.deploy import auto, int8_cache, paths
 from fasterseg.errors import UserError
 
 SIZE = (64, 96)
@@ -321,7 +321,7 @@ def test_openvino_int8_choice_is_calibrated_once_then_reused(model, tmp_path, mo
         "calibration": {"spec": None, "split": "train", "images": 1, "tune_images": 0},
         "candidates": [*choice["candidates"], row]})
     first = auto.build_from_choice(model, choice)
-    path = auto.int8_cache_path(model, choice, SIZE, [])
+    path = int8_cache.cache_path(model, choice, SIZE, [])
     assert path.is_file() and path.with_suffix(".bin").is_file()
 
     monkeypatch.setattr(paths, "build_candidate",
@@ -335,5 +335,5 @@ def test_openvino_int8_choice_is_calibrated_once_then_reused(model, tmp_path, mo
 
     torch.manual_seed(1)
     retrained = create_model("fasterseg_student", num_classes=5).eval()
-    assert auto.int8_cache_path(retrained, choice, SIZE, []) != path
-    assert auto.int8_cache_path(model, choice, (32, 64), []) != path
+    assert int8_cache.cache_path(retrained, choice, SIZE, []) != path
+    assert int8_cache.cache_path(model, choice, (32, 64), []) != path
