@@ -11,7 +11,9 @@ Optional ``"detail_channels": N`` (absent or 0 = the paper's network) adds a det
 of the input: the stem's 1/4 feature and the head's 1/8 feature, each projected to N channels,
 are fused by a depthwise-separable 3x3 conv and add a 1/4-resolution correction to the logits.
 Thin classes (poles, signs) are one or two pixels wide at 1/8 of a 360x480 image; at 1/4 they are
-resolvable, for 1.5 % more MACs at N = 16 (but 1.22x CPU latency at 1 thread: memory-bound).
+resolvable, for 1.5 % more MACs at N = 16. Optional ``"detail_rate": 2`` (written only when it
+is not the default 4) moves that head to 1/2 of the input, on the stem's first feature: CamVid's
+poles are a median 2 pixels wide, under one cell even at 1/4.
 
 Every number is bounded (``LIMITS``): the paper's space (16 layers, ratios 4..12, 19 classes)
 with a generous margin, so a typo such as ``"ratio": 2000`` or a runaway generator is refused in
@@ -41,6 +43,7 @@ from fasterseg.config.search_space import LIMITS, OPERATORS, RATES  # LIMITS, RA
 from fasterseg.errors import UserError
 
 SCHEMA_ID = "fasterseg.arch/1"
+DETAIL_RATES = (2, 4)  # the stem features a detail head can read: 1/2 or 1/4 of the input
 # LIMITS (allowed ranges, inclusive) and RATES live with the search space, which is bounded the
 # same way: fasterseg.config.search_space.
 MAX_PROVENANCE_CHARS = 1 << 20  # provenance is free-form, but not a place for megabytes
@@ -88,12 +91,14 @@ class Arch:
     branches: tuple[Branch, ...]
     provenance: dict = field(default_factory=dict, compare=False, hash=False)
     detail_channels: int = 0  # 0: the paper's head only; N > 0: 1/4-resolution detail head
+    detail_rate: int = 4  # the detail head's downsample rate: 4 (stem's 1/4 feature) or 2
 
-    def with_detail(self, channels: int) -> "Arch":
-        """The same network with a detail head of ``channels`` (0 removes it)."""
+    def with_detail(self, channels: int, rate: int = 4) -> "Arch":
+        """The same network with a detail head of ``channels`` at 1/``rate`` (0 removes it)."""
         _check_range("detail_channels", channels, *LIMITS["detail_channels"])
+        _check_detail_rate(rate)
         return Arch(self.name, self.num_classes, self.stem_ratio, self.head_ratio, self.branches,
-                    dict(self.provenance), channels)
+                    dict(self.provenance), channels, rate if channels else 4)
 
     @property
     def stem_channels(self) -> int:
@@ -113,7 +118,7 @@ class Arch:
     def with_num_classes(self, num_classes: int) -> "Arch":
         _check_range("num_classes", num_classes, *LIMITS["num_classes"])
         return Arch(self.name, num_classes, self.stem_ratio, self.head_ratio, self.branches,
-                    dict(self.provenance), self.detail_channels)
+                    dict(self.provenance), self.detail_channels, self.detail_rate)
 
     def to_dict(self) -> dict:
         d = {
@@ -125,6 +130,8 @@ class Arch:
         }
         if self.detail_channels:  # written only when used: paper networks' files are unchanged
             d["detail_channels"] = self.detail_channels
+            if self.detail_rate != 4:
+                d["detail_rate"] = self.detail_rate
         d["branches"] = [b.to_dict() for b in self.branches]
         d["provenance"] = dict(self.provenance)
         return d
@@ -133,7 +140,8 @@ class Arch:
         """Human-readable JSON: one line per cell."""
         d = self.to_dict()
         lines = ["{"]
-        for key in ("schema", "name", "num_classes", "stem_ratio", "head_ratio", "detail_channels"):
+        for key in ("schema", "name", "num_classes", "stem_ratio", "head_ratio", "detail_channels",
+                    "detail_rate"):
             if key in d:
                 lines.append(f"  {json.dumps(key)}: {json.dumps(d[key])},")
         lines.append('  "branches": [')
@@ -174,6 +182,12 @@ def _check_range(field: str, v: Any, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ArchError(f"architecture: {field} must be an integer in {lo}..{hi}, got {_short(v)}")
     return v
+
+
+def _check_detail_rate(rate: Any) -> int:
+    if isinstance(rate, bool) or rate not in DETAIL_RATES:
+        raise ArchError(f"architecture: detail_rate must be one of {DETAIL_RATES}, got {_short(rate)}")
+    return rate
 
 
 def _int(d: dict, key: str, where: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -233,7 +247,7 @@ def _parse(d: Any) -> Arch:
     if schema != SCHEMA_ID:
         raise ArchError(f"architecture: unsupported schema {schema!r} (this version reads {SCHEMA_ID!r})")
     known = {"schema", "name", "num_classes", "stem_ratio", "head_ratio", "detail_channels",
-             "branches", "provenance"}
+             "detail_rate", "branches", "provenance"}
     extra = sorted(set(d) - known)
     if extra:
         raise ArchError(f"architecture: unknown field {extra[0]} (fields: {', '.join(sorted(known))})")
@@ -248,6 +262,9 @@ def _parse(d: Any) -> Arch:
     stem_ratio = _int(d, "stem_ratio", "", *LIMITS["stem_ratio"])
     head_ratio = _int(d, "head_ratio", "", *LIMITS["head_ratio"])
     detail = _int(d, "detail_channels", "", *LIMITS["detail_channels"]) if "detail_channels" in d else 0
+    detail_rate = _check_detail_rate(_int(d, "detail_rate", "", 2, 4)) if "detail_rate" in d else 4
+    if detail_rate != 4 and not detail:
+        raise ArchError("architecture: detail_rate needs detail_channels > 0 (there is no detail head)")
     provenance = _check_provenance(d.get("provenance", {}))
     raw_branches = d.get("branches")
     if not isinstance(raw_branches, list) or not raw_branches:
@@ -312,7 +329,8 @@ def _parse(d: Any) -> Arch:
     rates = [b.output_rate for b in branches]
     if len(set(rates)) != len(rates):
         raise ArchError(f"architecture: branches must have distinct output rates, got {rates}")
-    return Arch(name, num_classes, stem_ratio, head_ratio, tuple(branches), provenance, detail)
+    return Arch(name, num_classes, stem_ratio, head_ratio, tuple(branches), provenance, detail,
+                detail_rate)
 
 
 def load_arch(path: str | Path) -> Arch:

@@ -22,4 +22,4 @@ def prune_widths(arch: Arch, ratio: int, stem_ratio: int | None = None,
         branches.append(Branch(b.output_rate, tuple(cells)))
     prov = {**arch.provenance, "pruned_from": arch.name, "pruned_ratio": ratio}
     return Arch(name or f"{arch.name}_pruned{ratio}", arch.num_classes, stem, head, tuple(branches), prov,
-                arch.detail_channels)
+                arch.detail_channels, arch.detail_rate)

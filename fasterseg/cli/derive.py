@@ -70,8 +70,11 @@ def register(subparsers, parents) -> None:
                    help="with --from-official: also write the arch_params.json form")
     p.add_argument("--detail-channels", type=int, default=0, metavar="N",
                    help="give the student a 1/4-resolution detail head of N channels for thin "
-                   "classes (poles, signs; +1.5 %% MACs but 1.22x CPU latency at N=16, 1 thread); 0 "
+                   "classes (poles, signs; +1.5 %% MACs, 1.00-1.05x CPU latency at N=16); 0 "
                    "(default) is the paper's")
+    p.add_argument("--detail-rate", type=int, choices=(2, 4), default=4, metavar="{2,4}",
+                   help="the detail head's resolution: 4 (default) reads the stem's 1/4 feature, "
+                   "2 its 1/2 feature (CamVid's poles are 2-4 pixels wide)")
     p.add_argument("--no-diagram", action="store_true", help="do not draw teacher.png/student.png")
     add_json(p)
     p.set_defaults(func=run)
@@ -260,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         compat=args.compat, source=str(src),
     )
     if args.detail_channels and student is not None:
-        student = student.with_detail(args.detail_channels)
+        student = student.with_detail(args.detail_channels, args.detail_rate)
         report.setdefault("warnings", []).append(
             "student: its latency-table estimate leaves out the detail head (not in the search "
             "space's table); `fasterseg bench` measures the whole network")

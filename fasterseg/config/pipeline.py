@@ -30,6 +30,7 @@ class SearchStage:
     set: list[str] = field(default_factory=list)
     target_ms: float | None = None  # branch-selection latency target (None: 8.3 ms scaled)
     detail_channels: int = 0  # student's 1/4-resolution detail head (derive --detail-channels)
+    detail_rate: int = 4  # that head's resolution, 1/4 or 1/2 (derive --detail-rate)
 
 
 @dataclass
@@ -105,6 +106,8 @@ class PipelineConfig:
         d = self.search.detail_channels
         if isinstance(d, bool) or not isinstance(d, int) or not lo <= d <= hi:
             raise UserError(f"config: search.detail_channels must be an integer in {lo}..{hi}, got {d!r}")
+        if isinstance(self.search.detail_rate, bool) or self.search.detail_rate not in (2, 4):
+            raise UserError(f"config: search.detail_rate must be 2 or 4, got {self.search.detail_rate!r}")
 
     def data_overrides(self) -> list[str]:
         return [f"data.{k}={_yaml_value(v)}" for k, v in self.data.items()]

@@ -93,9 +93,9 @@ class BranchAggregator(nn.Module):
 
 
 class DetailHead(nn.Module):
-    """Logit correction at 1/4 of the input, for classes too thin for the 1/8 head (poles).
+    """Logit correction at 1/4 (or 1/2) of the input, for classes too thin for the 1/8 head (poles).
 
-    The stem's 1/4 feature and the head's 1/8 feature are each projected (1x1) to ``channels``,
+    The stem's 1/4 (or 1/2) feature and the head's 1/8 feature are each projected (1x1) to ``channels``,
     the 1/8 one upsampled, both concatenated and fused by a depthwise-separable 3x3 conv; a 1x1
     classifier adds its output to the upsampled 1/8 logits. Depthwise-separable keeps the cost
     at 1.5 % of the CamVid student's MACs at 16 channels (3.5 % at 32).
@@ -161,7 +161,8 @@ class FasterSegNet(nn.Module):
         self.head = Head(fused, self.num_classes)
         self.detail = None
         if arch.detail_channels:
-            self.detail = DetailHead(self.stem[1].c_out, self.head.conv.c_out,
+            fine = self.stem[1].c_out if arch.detail_rate == 4 else self.stem[0].c_out
+            self.detail = DetailHead(fine, self.head.conv.c_out,
                                      arch.detail_channels, self.num_classes)
 
         # Deep supervision on the concatenated 1/16 and 1/32 features of the branches.
@@ -190,12 +191,14 @@ class FasterSegNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[dict[int, torch.Tensor]]:
         """Run stem and cells; per branch, the last feature at every rate it passes through."""
-        quarter = self.stem[1](self.stem[0](x))
+        half = self.stem[0](x)
+        quarter = self.stem[1](half)
         stem = self.stem[2](quarter)
+        fine = {self.arch.detail_rate: half if self.arch.detail_rate == 2 else quarter}
         cache: dict[int, torch.Tensor] = {}
         out = []
         for b, branch in enumerate(self.arch.branches):
-            feats = {4: quarter, 8: stem} if self.detail is not None else {8: stem}
+            feats = {**fine, 8: stem} if self.detail is not None else {8: stem}
             h = stem
             for cell, idx in zip(branch.cells, self.branch_plan[b]):
                 if idx not in cache:
@@ -206,7 +209,7 @@ class FasterSegNet(nn.Module):
         return out
 
     def head_logits(self, feats: list[dict[int, torch.Tensor]]) -> torch.Tensor:
-        """Logits at 1/8 of the input (1/4 with the detail head) from ``features(x)``, before the
+        """Logits at 1/8 of the input (1/4 or 1/2 with the detail head) from ``features(x)``, before the
         final bilinear resize (low-precision deployment paths run up to here in bf16/fp16, then
         resize in fp32)."""
         fused = torch.cat(
@@ -216,7 +219,7 @@ class FasterSegNet(nn.Module):
         if self.detail is None:
             return self.head(self.fusion(fused))
         h = self.head.conv(self.fusion(fused))
-        return self.detail(feats[0][4], h, self.head.classifier(h))
+        return self.detail(feats[0][self.arch.detail_rate], h, self.head.classifier(h))
 
     def forward(self, x: torch.Tensor):
         h, w = x.shape[-2:]

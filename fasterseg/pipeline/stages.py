@@ -121,6 +121,8 @@ def build_stages(cfg: PipelineConfig, out: Path) -> list[Stage]:
             *(["--target-ms", str(cfg.search.target_ms)] if cfg.search.target_ms else []),
             *(["--detail-channels", str(cfg.search.detail_channels)]
               if cfg.search.detail_channels else []),
+            *(["--detail-rate", str(cfg.search.detail_rate)]
+              if cfg.search.detail_channels and cfg.search.detail_rate != 4 else []),
             "--json"], needs=[out / "search" / "arch_params.json"], kind="derive"),
     ]
     train_common = ["train", "-c", resolve_preset(cfg.train.config, "train"), "--device", cfg.device,

@@ -140,3 +140,6 @@ def test_derive_cli_detail_channels_only_on_the_student(tmp_path, capsys):
     assert main(["derive", str(run), "--no-diagram", "--detail-channels", "9999"]) == 1
     err = capsys.readouterr().err
     assert "detail_channels must be an integer in 0..256" in err and "Traceback" not in err
+    assert main(["derive", str(run), "--no-diagram", "--detail-channels", "8", "--detail-rate", "2"]) == 0
+    assert load_arch(run / "student.json").detail_rate == 2
+    assert load_arch(run / "teacher.json").detail_channels == 0

@@ -64,3 +64,39 @@ def test_detail_head_changes_the_prediction_and_costs_little():
     macs0 = count_complexity(base, (128, 160))["macs"]
     macs1 = count_complexity(detail, (128, 160))["macs"]
     assert 1.0 < macs1 / macs0 < 1.05
+
+
+def test_half_resolution_detail_head_round_trips_and_predicts_at_half():
+    arch = _student().with_detail(8, rate=2)
+    text = arch.to_json()
+    assert '"detail_rate": 2' in text
+    assert '"detail_rate"' not in _student().with_detail(8).to_json()  # default 4 not written
+    again = Arch.from_dict(json.loads(text))
+    assert again == arch and again.detail_rate == 2
+    assert again.with_num_classes(7).detail_rate == 2
+    torch.manual_seed(0)
+    net = FasterSegNet(arch).train()
+    x = torch.randn(2, 3, 64, 96)
+    out = net(x)
+    assert all(o.shape == (2, 5, 64, 96) for o in out)
+    sum(o.mean() for o in out).backward()
+    assert all(p.grad is not None for p in net.detail.parameters())
+    net.eval()
+    with torch.no_grad():
+        logits = net.head_logits(net.features(x))
+    assert logits.shape[-2:] == (32, 48)  # 1/2 of the input
+
+
+@pytest.mark.parametrize("bad", [1, 3, 8, True, "2"])
+def test_detail_rate_must_be_2_or_4(bad):
+    d = _student().with_detail(8).to_dict()
+    d["detail_rate"] = bad
+    with pytest.raises(ArchError, match="detail_rate"):
+        Arch.from_dict(d)
+
+
+def test_detail_rate_without_a_detail_head_is_refused():
+    d = _student().to_dict()
+    d["detail_rate"] = 2
+    with pytest.raises(ArchError, match="detail_rate needs detail_channels"):
+        Arch.from_dict(d)

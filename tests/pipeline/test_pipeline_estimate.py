@@ -70,6 +70,13 @@ def test_detail_channels_reach_derive_and_are_validated(tmp_path):
     assert derive.argv[i + 1] == "16"
     with pytest.raises(UserError, match="search.detail_channels"):
         _camvid_cpu(tmp_path, "search.detail_channels=-3").validate()
+    assert "--detail-rate" not in derive.argv  # 4 is derive's default
+    half = _camvid_cpu(tmp_path, "search.detail_rate=2")
+    half.validate()
+    derive = {s.name: s for s in build_stages(half, tmp_path)}["derive"]
+    assert derive.argv[derive.argv.index("--detail-rate") + 1] == "2"
+    with pytest.raises(UserError, match="search.detail_rate must be 2 or 4"):
+        _camvid_cpu(tmp_path, "search.detail_rate=8").validate()
 
 
 def test_long_preset_doubles_every_student_budget_and_keeps_the_teacher(tmp_path, probes):
