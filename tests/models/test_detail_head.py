@@ -39,9 +39,10 @@ def test_detail_channels_out_of_range_is_one_line_error(bad):
         Arch.from_dict(d)
 
 
-def test_detail_head_predicts_at_quarter_resolution_and_trains():
+def _trains_and_predicts_at(arch: Arch) -> tuple[int, int]:
+    """Full-size outputs, gradients reach the detail head; returns the head logits' size."""
     torch.manual_seed(0)
-    net = FasterSegNet(_student().with_detail(8)).train()
+    net = FasterSegNet(arch).train()
     x = torch.randn(2, 3, 64, 96)
     out = net(x)
     assert all(o.shape == (2, 5, 64, 96) for o in out)
@@ -49,8 +50,11 @@ def test_detail_head_predicts_at_quarter_resolution_and_trains():
     assert all(p.grad is not None for p in net.detail.parameters())
     net.eval()
     with torch.no_grad():
-        logits = net.head_logits(net.features(x))
-    assert logits.shape[-2:] == (16, 24)  # 1/4 of the input, not 1/8
+        return tuple(net.head_logits(net.features(x)).shape[-2:])
+
+
+def test_detail_head_predicts_at_quarter_resolution_and_trains():
+    assert _trains_and_predicts_at(_student().with_detail(8)) == (16, 24)  # 1/4, not 1/8
 
 
 def test_detail_head_changes_the_prediction_and_costs_little():
@@ -74,17 +78,7 @@ def test_half_resolution_detail_head_round_trips_and_predicts_at_half():
     again = Arch.from_dict(json.loads(text))
     assert again == arch and again.detail_rate == 2
     assert again.with_num_classes(7).detail_rate == 2
-    torch.manual_seed(0)
-    net = FasterSegNet(arch).train()
-    x = torch.randn(2, 3, 64, 96)
-    out = net(x)
-    assert all(o.shape == (2, 5, 64, 96) for o in out)
-    sum(o.mean() for o in out).backward()
-    assert all(p.grad is not None for p in net.detail.parameters())
-    net.eval()
-    with torch.no_grad():
-        logits = net.head_logits(net.features(x))
-    assert logits.shape[-2:] == (32, 48)  # 1/2 of the input
+    assert _trains_and_predicts_at(arch) == (32, 48)  # 1/2 of the input
 
 
 @pytest.mark.parametrize("bad", [1, 3, 8, True, "2"])
