@@ -29,7 +29,9 @@ def format_arch(arch: Arch) -> str:
     lines = [
         f"{arch.name}: stem chi={arch.stem_ratio} ({arch.stem_channels} ch), "
         f"head chi={arch.head_ratio}, {len(arch.branches)} branch(es) -> {rates}"
-        + (f", {shared} shared cell(s)" if shared else ""),
+        + (f", {shared} shared cell(s)" if shared else "")
+        + (f", detail head {arch.detail_channels} ch at 1/{arch.detail_rate}"
+           if arch.detail_channels else ""),
     ]
     for bi, branch in enumerate(arch.branches):
         lines.append(f"  branch {bi} -> 1/{branch.output_rate} ({len(branch.cells)} cells)")

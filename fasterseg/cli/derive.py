@@ -74,7 +74,8 @@ def register(subparsers, parents) -> None:
                    "(default) is the paper's")
     p.add_argument("--detail-rate", type=int, choices=(2, 4), default=4, metavar="{2,4}",
                    help="the detail head's resolution: 4 (default) reads the stem's 1/4 feature, "
-                   "2 its 1/2 feature (CamVid's poles are 2-4 pixels wide)")
+                   "2 its 1/2 feature (CamVid's poles are 2-4 pixels wide; +0.6-1.2 val mIoU there but "
+                   "1.25-1.56x the student's CPU latency)")
     p.add_argument("--no-diagram", action="store_true", help="do not draw teacher.png/student.png")
     add_json(p)
     p.set_defaults(func=run)

@@ -79,6 +79,10 @@ def test_half_resolution_detail_head_round_trips_and_predicts_at_half():
     assert again == arch and again.detail_rate == 2
     assert again.with_num_classes(7).detail_rate == 2
     assert _trains_and_predicts_at(arch) == (32, 48)  # 1/2 of the input
+    from fasterseg.arch.diagram import format_arch
+
+    assert "detail head 8 ch at 1/2" in format_arch(arch).splitlines()[0]
+    assert "detail head" not in format_arch(_student())
 
 
 @pytest.mark.parametrize("bad", [1, 3, 8, True, "2"])
