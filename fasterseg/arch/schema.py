@@ -39,11 +39,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fasterseg.config.search_space import LIMITS, OPERATORS, RATES  # LIMITS, RATES re-exported
+from fasterseg.config.search_space import (  # LIMITS, RATES re-exported
+    DETAIL_RATES,
+    LIMITS,
+    OPERATORS,
+    RATES,
+)
 from fasterseg.errors import UserError
 
 SCHEMA_ID = "fasterseg.arch/1"
-DETAIL_RATES = (2, 4)  # the stem features a detail head can read: 1/2 or 1/4 of the input
 # LIMITS (allowed ranges, inclusive) and RATES live with the search space, which is bounded the
 # same way: fasterseg.config.search_space.
 MAX_PROVENANCE_CHARS = 1 << 20  # provenance is free-form, but not a place for megabytes
@@ -262,7 +266,7 @@ def _parse(d: Any) -> Arch:
     stem_ratio = _int(d, "stem_ratio", "", *LIMITS["stem_ratio"])
     head_ratio = _int(d, "head_ratio", "", *LIMITS["head_ratio"])
     detail = _int(d, "detail_channels", "", *LIMITS["detail_channels"]) if "detail_channels" in d else 0
-    detail_rate = _check_detail_rate(_int(d, "detail_rate", "", 2, 4)) if "detail_rate" in d else 4
+    detail_rate = _check_detail_rate(d["detail_rate"]) if "detail_rate" in d else 4
     if detail_rate != 4 and not detail:
         raise ArchError("architecture: detail_rate needs detail_channels > 0 (there is no detail head)")
     provenance = _check_provenance(d.get("provenance", {}))

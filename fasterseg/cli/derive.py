@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from fasterseg.config.search_space import DETAIL_RATES
 from fasterseg.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def register(subparsers, parents) -> None:
                    help="give the student a 1/4-resolution detail head of N channels for thin "
                    "classes (poles, signs; +1.5 %% MACs, 1.00-1.05x CPU latency at N=16); 0 "
                    "(default) is the paper's")
-    p.add_argument("--detail-rate", type=int, choices=(2, 4), default=4, metavar="{2,4}",
+    p.add_argument("--detail-rate", type=int, choices=DETAIL_RATES, default=4, metavar="{2,4}",
                    help="the detail head's resolution: 4 (default) reads the stem's 1/4 feature, "
                    "2 its 1/2 feature (CamVid's poles are 2-4 pixels wide; +0.6-1.2 val mIoU there but "
                    "1.25-1.56x the student's CPU latency)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fasterseg.config.search_space import LIMITS
+from fasterseg.config.search_space import DETAIL_RATES, LIMITS
 from fasterseg.errors import UserError
 
 
@@ -106,8 +106,9 @@ class PipelineConfig:
         d = self.search.detail_channels
         if isinstance(d, bool) or not isinstance(d, int) or not lo <= d <= hi:
             raise UserError(f"config: search.detail_channels must be an integer in {lo}..{hi}, got {d!r}")
-        if isinstance(self.search.detail_rate, bool) or self.search.detail_rate not in (2, 4):
-            raise UserError(f"config: search.detail_rate must be 2 or 4, got {self.search.detail_rate!r}")
+        rate = self.search.detail_rate
+        if isinstance(rate, bool) or rate not in DETAIL_RATES:
+            raise UserError(f"config: search.detail_rate must be 2 or 4, got {rate!r}")
 
     def data_overrides(self) -> list[str]:
         return [f"data.{k}={_yaml_value(v)}" for k, v in self.data.items()]

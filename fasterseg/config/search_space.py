@@ -28,6 +28,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "name": (1, 128),  # characters
     "detail_channels": (0, 256),  # optional 1/4-resolution detail head (0 = paper: none)
 }
+DETAIL_RATES = (2, 4)  # the stem features a detail head can read: 1/2 or 1/4 of the input
 
 
 @dataclass

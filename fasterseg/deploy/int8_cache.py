@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def cache_path(model: nn.Module, choice: dict[str, Any], size: Sequence[int],
-                    keep: Sequence[str] | None) -> Path:
+               keep: Sequence[str] | None) -> Path:
     """Where the calibrated OpenVINO int8 IR of this model, choice and size is kept.
 
     Calibrating is the slow part of rebuilding a choice (minutes at 1024x2048); the key covers
@@ -48,7 +48,7 @@ def cache_path(model: nn.Module, choice: dict[str, Any], size: Sequence[int],
 
 
 def load(name: str, model: nn.Module, choice: dict[str, Any], size: Sequence[int],
-                 keep: Sequence[str] | None, streams: int = 1) -> Predictor | None:
+         keep: Sequence[str] | None, streams: int = 1) -> Predictor | None:
     if name != "openvino-int8":
         return None
     path = cache_path(model, choice, size, keep)
@@ -69,7 +69,7 @@ def load(name: str, model: nn.Module, choice: dict[str, Any], size: Sequence[int
 
 
 def store(pred: Predictor, model: nn.Module, choice: dict[str, Any],
-                size: Sequence[int], keep: Sequence[str] | None) -> None:
+          size: Sequence[int], keep: Sequence[str] | None) -> None:
     """Keep the calibrated IR for the next start; a cache that cannot be written costs only
     time, so it is a warning."""
     from fasterseg.utils.io import json_dumps, write_json

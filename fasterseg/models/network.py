@@ -194,11 +194,11 @@ class FasterSegNet(nn.Module):
         half = self.stem[0](x)
         quarter = self.stem[1](half)
         stem = self.stem[2](quarter)
-        fine = {self.arch.detail_rate: half if self.arch.detail_rate == 2 else quarter}
+        fine = half if self.arch.detail_rate == 2 else quarter
         cache: dict[int, torch.Tensor] = {}
         out = []
         for b, branch in enumerate(self.arch.branches):
-            feats = {**fine, 8: stem} if self.detail is not None else {8: stem}
+            feats = {self.arch.detail_rate: fine, 8: stem} if self.detail is not None else {8: stem}
             h = stem
             for cell, idx in zip(branch.cells, self.branch_plan[b]):
                 if idx not in cache:
